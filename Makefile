@@ -1,0 +1,140 @@
+# shale -- build, test, install.
+#
+#   make                 libshale.a, libshale.so, the shale CLI, the tests   (build/)
+#   make demo            install missing packages, build, run the demo (./demo.db)
+#   make test            install missing packages, build and run every test,
+#                        normally and under ASan+UBSan (build-asan/)
+#   make tsan            the concurrency tests under ThreadSanitizer (build-tsan/)
+#   make install PREFIX=/usr/local   header, libraries, shale.pc, the CLI
+#   make deps            install the Debian packages the build needs
+#   make CC=clang ...    any of the above with clang
+#
+# Sources are found by wildcard: src/<layer>/*.c make the library,
+# tools/*.c each make a program, tests/<dir>/test_*.c make one Criterion
+# binary per directory, linked with tests/support/*.c.
+
+CC ?= cc
+PREFIX ?= /usr/local
+VARIANT ?= release
+PKG_CONFIG ?= pkg-config
+
+SONAME_MAJOR := 0
+VERSION := 0.1.0
+
+DEB_PACKAGES := build-essential pkg-config libzstd-dev liblz4-dev libxxhash-dev \
+	libjemalloc-dev libcriterion-dev clang
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wno-unused-parameter
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -Iinclude -g -pthread $(WARN)
+
+ifeq ($(VARIANT),release)
+  B := build
+  VFLAGS := -O2
+  VLDFLAGS :=
+else ifeq ($(VARIANT),asan)
+  B := build-asan
+  VFLAGS := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+	-fno-sanitize-recover=undefined -DSHALE_DEBUG
+  VLDFLAGS := -fsanitize=address,undefined
+else ifeq ($(VARIANT),tsan)
+  B := build-tsan
+  VFLAGS := -O1 -fno-omit-frame-pointer -fsanitize=thread -DSHALE_DEBUG
+  VLDFLAGS := -fsanitize=thread
+else
+  $(error unknown VARIANT $(VARIANT): release, asan or tsan)
+endif
+
+CFLAGS ?=
+ALL_CFLAGS := $(BASE_CFLAGS) $(VFLAGS) $(CFLAGS)
+LIB_DEPS := $(shell $(PKG_CONFIG) --libs libzstd liblz4 libxxhash 2>/dev/null || echo -lzstd -llz4 -lxxhash)
+LIBS := $(LIB_DEPS) -lpthread -lm
+JEMALLOC := $(shell $(PKG_CONFIG) --libs jemalloc 2>/dev/null || echo -ljemalloc)
+CRITERION := $(shell $(PKG_CONFIG) --libs criterion 2>/dev/null || echo -lcriterion)
+
+LIB_SRC := $(sort $(wildcard src/space/*.c src/pagewriter/*.c src/lsm/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o)
+TOOL_SRC := $(sort $(wildcard tools/*.c))
+TOOLS := $(TOOL_SRC:tools/%.c=$(B)/%)
+SUPPORT_SRC := $(sort $(wildcard tests/support/*.c))
+SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(B)/%.o)
+TEST_DIRS := $(sort $(filter-out support,$(notdir $(wildcard tests/*))))
+TEST_BINS := $(foreach d,$(TEST_DIRS),$(if $(wildcard tests/$(d)/test_*.c),$(B)/tests/test_$(d)))
+
+.PHONY: all lib tools tests test test-release test-asan tsan demo deps install clean check-deps
+all: lib tools tests
+
+lib: $(B)/libshale.a $(B)/libshale.so
+tools: $(TOOLS)
+tests: $(TEST_BINS)
+
+$(B)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(B)/libshale.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/libshale.so: $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,libshale.so.$(SONAME_MAJOR) $(VLDFLAGS) -o $@ $^ $(LIBS)
+
+# The CLI and tools link the static library and jemalloc.
+$(B)/%: $(B)/tools/%.o $(B)/libshale.a
+	$(CC) $(VLDFLAGS) -o $@ $^ $(LIBS) $(JEMALLOC)
+
+.SECONDEXPANSION:
+$(B)/tests/test_%: $$(patsubst %.c,$(B)/%.o,$$(wildcard tests/$$*/test_*.c)) $(SUPPORT_OBJ) $(B)/libshale.a
+	@mkdir -p $(@D)
+	$(CC) $(VLDFLAGS) -o $@ $^ $(CRITERION) $(LIBS)
+
+# Test runs: every test binary in turn; Criterion prints its own summary.
+# SHALE_TEST_SCALE (default 1) scales the long randomized tests.
+TEST_JOBS ?= 2
+test-run: $(TEST_BINS) $(TOOLS)
+	@set -e; for t in $(TEST_BINS); do \
+		echo "== $$t"; \
+		SHALE_TOOLS=$(B) $$t --jobs $(TEST_JOBS) --timeout 1200; \
+	done
+
+test: check-deps
+	$(MAKE) VARIANT=release test-run
+	$(MAKE) VARIANT=asan test-run
+
+tsan: check-deps
+	$(MAKE) VARIANT=tsan $(B:build=build-tsan)/tests/test_concurrency
+	SHALE_TOOLS=build-tsan build-tsan/tests/test_concurrency --jobs 1
+
+demo: check-deps
+	$(MAKE) VARIANT=release tools
+	rm -rf ./demo.db
+	./build/shale-demo ./demo.db
+
+# Install the Debian packages the build needs, if any is missing.
+check-deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y $$missing; \
+	fi
+
+deps: check-deps
+
+install: lib $(B)/shale
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
+	install -m 644 include/shale.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(B)/libshale.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(B)/libshale.so $(DESTDIR)$(PREFIX)/lib/libshale.so.$(VERSION)
+	ln -sf libshale.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libshale.so.$(SONAME_MAJOR)
+	ln -sf libshale.so.$(SONAME_MAJOR) $(DESTDIR)$(PREFIX)/lib/libshale.so
+	install -m 755 $(B)/shale $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' shale.pc.in \
+		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/shale.pc
+
+clean:
+	rm -rf build build-asan build-tsan demo.db
+
+-include $(LIB_OBJ:.o=.d) $(SUPPORT_OBJ:.o=.d) $(wildcard $(B)/tests/*/*.d $(B)/tools/*.d)

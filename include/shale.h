@@ -1,0 +1,262 @@
+/*
+ * shale.h -- the public interface of shale, an embedded ordered key-value store.
+ *
+ * shale keeps byte-string keys in sorted order (memcmp, shorter first on a tie)
+ * in named trees inside one database directory.  Writes go to a write-ahead log
+ * and a memtable; background threads write memtables out to immutable B+tree
+ * segments in one page file and merge them.  After a crash or power loss the
+ * database reopens to exactly some prefix of the acknowledged writes that holds
+ * every write made durable (by shale_flush, sync_writes or flush_every_ms).
+ *
+ * Conventions
+ *   - Every fallible call returns an int: SHALE_OK (0), SHALE_NOTFOUND (1) when a
+ *     key or a next entry is absent (not an error), or a negative SHALE_E* code.
+ *     shale_strerror() names each.  The library never aborts, exits or prints.
+ *   - Keys are 0..SHALE_MAX_KEY_SIZE bytes, values 0..SHALE_MAX_VALUE_SIZE bytes;
+ *     an empty key or value is valid and distinct from "absent".  Longer ones
+ *     get SHALE_ETOOBIG.  A NULL pointer with a zero length is an empty string.
+ *   - Values come back in a caller-owned shale_buf that is grown as needed and
+ *     reused, so a loop of reads allocates nothing once it is large enough.
+ *   - A shale_db and its shale_tree handles may be used from any number of
+ *     threads at once.  An iterator, batch or buffer belongs to one thread at a
+ *     time.
+ */
+#ifndef SHALE_H
+#define SHALE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SHALE_VERSION_MAJOR 0
+#define SHALE_VERSION_MINOR 1
+#define SHALE_VERSION_PATCH 0
+#define SHALE_VERSION_STRING "0.1.0"
+
+/* Return codes.  Errors are negative and stable. */
+#define SHALE_OK 0
+#define SHALE_NOTFOUND 1
+#define SHALE_EINVAL (-1)     /* bad argument or option, NULL where not allowed */
+#define SHALE_EIO (-2)        /* the operating system failed a read, write or sync */
+#define SHALE_ECORRUPT (-3)   /* a checksum or structure check failed on disk data */
+#define SHALE_ENOMEM (-4)     /* an allocation failed */
+#define SHALE_EBUSY (-5)      /* the database is already open (this or another process) */
+#define SHALE_ETOOBIG (-6)    /* key or value longer than the documented limit */
+#define SHALE_EMISMATCH (-7)  /* compare-and-swap expectation failed */
+#define SHALE_ECONFLICT (-8)  /* transaction could not commit within its retries */
+#define SHALE_EREADONLY (-9)  /* write to a database opened read-only */
+#define SHALE_ENOSPC (-10)    /* the device is full */
+#define SHALE_EEXIST (-11)    /* the object already exists */
+#define SHALE_ENOENT (-12)    /* the database (or tree) does not exist */
+#define SHALE_EFORMAT (-13)   /* file from an incompatible format version or settings */
+
+/* Limits. */
+#define SHALE_MAX_KEY_SIZE (32u * 1024u)                  /* 32 KiB */
+#define SHALE_MAX_VALUE_SIZE ((size_t)1 << 30)            /* 1 GiB */
+#define SHALE_MAX_TREE_NAME 255u                          /* bytes, without the NUL */
+
+/* Compression of segment pages (values in the log are never compressed). */
+#define SHALE_COMPRESSION_NONE 0
+#define SHALE_COMPRESSION_LZ4 1
+#define SHALE_COMPRESSION_ZSTD 2
+
+typedef struct shale_db shale_db;
+typedef struct shale_tree shale_tree;
+typedef struct shale_iter shale_iter;
+typedef struct shale_batch shale_batch;
+
+/* A caller-owned, reusable output buffer.  The library grows data with
+ * realloc() when cap is too small; len is the length of the last result.
+ * Initialise with SHALE_BUF_INIT; release with shale_buf_free(). */
+typedef struct shale_buf {
+    void *data;
+    size_t len;
+    size_t cap;
+} shale_buf;
+#define SHALE_BUF_INIT {NULL, 0, 0}
+
+/* shale_buf_free -- free buf->data and reset buf to SHALE_BUF_INIT.  NULL is a no-op. */
+void shale_buf_free(shale_buf *buf);
+
+/* shale_strerror -- a static, human-readable message for any return code. */
+const char *shale_strerror(int rc);
+
+/* Options.  shale_options_default() fills every field; change what you need.
+ * page_size and level_factor are fixed when the database is created and are
+ * read from the file on later opens (the values given then are ignored). */
+typedef struct shale_options {
+    bool create_if_missing;  /* create the directory and files; default true */
+    bool read_only;          /* no writes, no background work; default false */
+    bool sync_writes;        /* fsync the log before every write returns; default false */
+    uint32_t flush_every_ms; /* background log fsync period; 0 = off; default 500 */
+    size_t cache_size;       /* bytes of page cache; default 64 MiB; minimum 256 KiB */
+    size_t memtable_size;    /* bytes of memtable before it is written out;
+                                default 32 MiB; minimum 64 KiB; at most 1 GiB */
+    uint32_t page_size;      /* power of two, 1 KiB..64 KiB; default 4096 */
+    int compression;         /* SHALE_COMPRESSION_*; default NONE */
+    int compression_level;   /* codec level; 0 = the codec's default */
+    uint32_t level_factor;   /* size ratio between merge levels, 2..100; default 10 */
+    uint32_t max_young_segments; /* young segments before they are merged, 2..64; default 6 */
+} shale_options;
+
+/* shale_options_default -- fill *opts with the defaults documented above. */
+void shale_options_default(shale_options *opts);
+
+/* shale_open -- open (or create) the database directory at path.
+ * opts may be NULL for defaults.  Recovers from the log after an unclean stop.
+ * Errors: SHALE_EINVAL (NULL path or dbp, bad option), SHALE_ENOENT (missing and
+ * create_if_missing false), SHALE_EBUSY (open elsewhere, in this process or
+ * another), SHALE_ECORRUPT (no valid header, or damaged structures),
+ * SHALE_EFORMAT (unknown format version), SHALE_EIO, SHALE_ENOMEM, SHALE_ENOSPC. */
+int shale_open(const char *path, const shale_options *opts, shale_db **dbp);
+
+/* shale_close -- make every write durable, stop and join background threads,
+ * close files and release the lock; db is freed even when an error is returned.
+ * Tree handles and open iterators must not be used afterwards (close every
+ * iterator first).  NULL is a no-op.
+ * Errors: SHALE_EIO or SHALE_ENOSPC when a final write or sync failed (what was
+ * durable before stays intact), or the sticky background error. */
+int shale_close(shale_db *db);
+
+/* shale_flush -- return once every write acknowledged before the call is durable.
+ * Errors: SHALE_EIO, SHALE_ENOSPC, the sticky background error; SHALE_EINVAL on NULL. */
+int shale_flush(shale_db *db);
+
+/* shale_open_tree -- get the handle of tree `name`, creating it if missing.
+ * NULL or "" is the default tree.  The handle is owned by db and stays valid
+ * until shale_close or shale_drop_tree of that name; opening the same name
+ * again returns the same handle.
+ * Errors: SHALE_EINVAL (NULL db/treep, name longer than SHALE_MAX_TREE_NAME),
+ * SHALE_EREADONLY (missing tree on a read-only db), SHALE_ENOENT (same, when the
+ * tree is absent and cannot be created), SHALE_EIO, SHALE_ENOMEM. */
+int shale_open_tree(shale_db *db, const char *name, shale_tree **treep);
+
+/* shale_drop_tree -- remove tree `name` and every key in it.  Handles to it
+ * become invalid.  The default tree cannot be dropped (it is cleared instead).
+ * Returns SHALE_NOTFOUND when no such tree exists.
+ * Errors: SHALE_EINVAL, SHALE_EREADONLY, SHALE_EIO, SHALE_ENOMEM. */
+int shale_drop_tree(shale_db *db, const char *name);
+
+/* shale_get -- copy the value of key into *val.
+ * Returns SHALE_OK, or SHALE_NOTFOUND (val->len set to 0).
+ * Errors: SHALE_EINVAL (NULL tree or val, NULL key with klen > 0),
+ * SHALE_ETOOBIG (klen over the limit), SHALE_ECORRUPT, SHALE_EIO, SHALE_ENOMEM. */
+int shale_get(shale_tree *t, const void *key, size_t klen, shale_buf *val);
+
+/* shale_insert -- set key to val.  With old == NULL the write is blind and
+ * returns SHALE_OK.  With old != NULL it is atomic read-modify-write: the
+ * previous value goes to *old and SHALE_NOTFOUND is returned when there was
+ * none (the write still happens).
+ * Errors: SHALE_EINVAL, SHALE_ETOOBIG, SHALE_EREADONLY, SHALE_EIO, SHALE_ENOSPC,
+ * SHALE_ENOMEM, the sticky background error. */
+int shale_insert(shale_tree *t, const void *key, size_t klen, const void *val, size_t vlen,
+                 shale_buf *old);
+
+/* shale_remove -- delete key.  Blind with old == NULL (SHALE_OK whether or not
+ * the key existed); otherwise returns the removed value in *old, or
+ * SHALE_NOTFOUND when there was none.  Errors: as shale_insert. */
+int shale_remove(shale_tree *t, const void *key, size_t klen, shale_buf *old);
+
+/* shale_iter_open -- an iterator over a consistent snapshot of tree t, taken
+ * now; it is unpositioned until a first/last/seek call.  The snapshot keeps
+ * the data it sees alive until shale_iter_close.
+ * Errors: SHALE_EINVAL, SHALE_ENOMEM. */
+int shale_iter_open(shale_tree *t, shale_iter **itp);
+
+/* shale_iter_set_bounds -- restrict the iterator to [lo, hi); a NULL bound is
+ * open.  Unpositions the iterator.  Errors: SHALE_EINVAL (NULL it, or a key
+ * over the limit), SHALE_ENOMEM. */
+int shale_iter_set_bounds(shale_iter *it, const void *lo, size_t lolen, const void *hi,
+                          size_t hilen);
+
+/* Moves.  Each returns SHALE_OK when positioned on an entry, SHALE_NOTFOUND when
+ * it ran off either end (or the iterator is unpositioned, for next/prev), or an
+ * error (SHALE_EINVAL, SHALE_ECORRUPT, SHALE_EIO, SHALE_ENOMEM) after which the
+ * iterator is unpositioned. */
+int shale_iter_first(shale_iter *it);                                 /* smallest key */
+int shale_iter_last(shale_iter *it);                                  /* largest key */
+int shale_iter_seek(shale_iter *it, const void *key, size_t klen);      /* first >= key */
+int shale_iter_seek_prev(shale_iter *it, const void *key, size_t klen); /* last <= key */
+int shale_iter_next(shale_iter *it);
+int shale_iter_prev(shale_iter *it);
+
+/* shale_iter_key / shale_iter_value -- the current entry; valid until the next
+ * move or close.  NULL (and *len 0) when unpositioned. */
+const void *shale_iter_key(const shale_iter *it, size_t *klen);
+const void *shale_iter_value(const shale_iter *it, size_t *vlen);
+
+/* shale_iter_close -- release the iterator and its snapshot.  NULL is a no-op. */
+void shale_iter_close(shale_iter *it);
+
+/* Batches: a list of writes across any trees of one db, applied atomically
+ * (after any crash, all of it or none of it), in order (a later write to the
+ * same key wins). */
+
+/* shale_batch_new -- an empty batch.  Errors: SHALE_EINVAL, SHALE_ENOMEM. */
+int shale_batch_new(shale_batch **bp);
+
+/* shale_batch_insert / shale_batch_remove -- append a write; the key and value
+ * are copied.  Errors: SHALE_EINVAL (NULL b or t, trees of two dbs),
+ * SHALE_ETOOBIG, SHALE_ENOMEM. */
+int shale_batch_insert(shale_batch *b, shale_tree *t, const void *key, size_t klen,
+                       const void *val, size_t vlen);
+int shale_batch_remove(shale_batch *b, shale_tree *t, const void *key, size_t klen);
+
+/* shale_batch_apply -- apply b atomically; b is left as it was (clear it to
+ * reuse).  An empty batch is a no-op.  Errors: SHALE_EINVAL (NULL, or a batch
+ * built with another db's trees), SHALE_ETOOBIG (the batch exceeds 1 GiB
+ * encoded), SHALE_EREADONLY, SHALE_EIO, SHALE_ENOSPC, SHALE_ENOMEM, the sticky
+ * background error. */
+int shale_batch_apply(shale_db *db, shale_batch *b);
+
+/* shale_batch_count -- number of writes in b (0 for NULL). */
+size_t shale_batch_count(const shale_batch *b);
+
+/* shale_batch_clear -- empty b, keeping its memory.  NULL is a no-op. */
+void shale_batch_clear(shale_batch *b);
+
+/* shale_batch_free -- free b.  NULL is a no-op. */
+void shale_batch_free(shale_batch *b);
+
+/* Statistics: a snapshot of counters and structure sizes. */
+typedef struct shale_stats {
+    uint64_t page_size;
+    uint64_t file_pages;       /* pages in the page file (incl. the two header slots) */
+    uint64_t live_pages;       /* pages referenced by segments and the header */
+    uint64_t free_pages;       /* reusable now */
+    uint64_t pending_pages;    /* freed, reusable after the next durable checkpoint */
+    uint64_t zombie_pages;     /* retired but maybe still read by a pinned version */
+    uint64_t file_bytes;       /* size of the page file */
+    uint64_t log_bytes;        /* size of the live log files */
+    uint64_t segments;         /* segments in the current version */
+    uint64_t young_segments;
+    uint64_t segment_blocks;   /* blocks over all segment blocklists */
+    uint64_t entries;          /* entries in segments (incl. tombstones) */
+    uint64_t tombstones;
+    uint64_t memtable_bytes;   /* active + immutable memtables */
+    uint64_t memtables;
+    uint64_t last_sequence;
+    uint64_t checkpoints;
+    uint64_t flushes;          /* memtables written out */
+    uint64_t merges;
+    uint64_t bytes_written_user;    /* key+value bytes written by callers */
+    uint64_t bytes_written_log;
+    uint64_t bytes_written_pages;   /* segment and header bytes written */
+    uint64_t cache_hits;
+    uint64_t cache_misses;
+    uint64_t write_stalls;     /* times a writer waited for a memtable write-out */
+    uint64_t stall_micros;
+    bool recovered;            /* the last open replayed a log after an unclean stop */
+} shale_stats;
+
+/* shale_stats_get -- fill *st.  Errors: SHALE_EINVAL. */
+int shale_stats_get(shale_db *db, shale_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SHALE_H */

@@ -1,0 +1,87 @@
+/*
+ * space.h -- the page file: I/O of pages through a page cache, the allocator,
+ * and checkpoints through the two header slots.  Nothing here knows what a
+ * key or a segment is: the layer above hands a checkpoint an opaque body
+ * ("meta") and the set of pages it keeps live, and gets the body back at open.
+ *
+ * Crash-safety ordering of sp_checkpoint (the invariant everything relies on):
+ *   1. sync the page file: every page the new header can reach is durable;
+ *   2. write the idle header slot (higher sequence number);
+ *   3. sync again: now the new header is the one open will choose;
+ *   4. only then do pages freed before step 1 become reusable, and a free tail
+ *      of the file may be truncated.
+ * A torn or failed slot write leaves the other slot, which still describes a
+ * complete, durable state.
+ *
+ * Thread safety: page reads and writes and allocation may run from any thread;
+ * checkpoints must be serialised by the caller.
+ */
+#ifndef SHALE_SPACE_H
+#define SHALE_SPACE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "blocklist.h"
+#include "env.h"
+#include "freespace.h"
+#include "page.h"
+
+typedef struct sp_space sp_space;
+typedef struct sp_page sp_page; /* a pinned page in the cache */
+
+typedef struct sp_config {
+    sp_env *env;          /* NULL: sp_env_posix() */
+    const char *path;     /* the page file */
+    uint32_t page_size;   /* used when creating; read from the header otherwise */
+    size_t cache_bytes;
+    bool create;          /* create the file if it does not exist */
+    bool read_only;
+} sp_config;
+
+/* sp_open -- open or create the page file.  On success *meta (malloc'd, may be
+ * NULL when len 0) holds the body of the newest valid checkpoint, and
+ * *created tells whether the file was new (then *meta is NULL).
+ * Errors: SHALE_ENOENT (missing, create false), SHALE_ECORRUPT (no valid
+ * slot), SHALE_EFORMAT (other format version), SHALE_EINVAL (bad page size),
+ * SHALE_EIO, SHALE_ENOMEM. */
+int sp_open(const sp_config *cfg, sp_space **spp, void **meta, size_t *metalen, bool *created);
+/* sp_close -- release everything (no checkpoint, no sync). */
+void sp_close(sp_space *sp);
+
+uint32_t sp_page_size(const sp_space *sp);
+sp_freespace *sp_freespace_of(sp_space *sp);
+uint64_t sp_ckpt_seq(const sp_space *sp); /* sequence number of the last durable checkpoint */
+
+/* sp_checkpoint -- make a new header durable that holds `meta` and declares
+ * `live` (the pages the layer above references; header slots and the body's
+ * spill pages are added here) as the only non-free pages.  Follows the
+ * ordering above; on error the previous checkpoint stays in force. */
+int sp_checkpoint(sp_space *sp, const sp_blocklist *live, const void *meta, size_t metalen);
+
+/* sp_page_get -- pin page pgno, reading and verifying it on a cache miss.
+ * Errors: SHALE_ECORRUPT (checksum, pgno or type mismatch; a page beyond the
+ * file), SHALE_EIO, SHALE_ENOMEM. */
+int sp_page_get(sp_space *sp, uint64_t pgno, sp_page **pgp);
+const uint8_t *sp_page_data(const sp_page *pg);
+void sp_page_put(sp_space *sp, sp_page *pg); /* unpin; NULL is a no-op */
+
+/* sp_read_run -- read npages pages from pgno into buf (uncached), verifying
+ * each page.  Errors as sp_page_get. */
+int sp_read_run(sp_space *sp, uint64_t pgno, uint64_t npages, uint8_t *buf);
+
+/* sp_write_pages -- write npages sealed pages from buf at pgno (pages must be
+ * loaned to the caller).  Drops stale cache entries for them. */
+int sp_write_pages(sp_space *sp, uint64_t pgno, const uint8_t *buf, uint64_t npages);
+
+/* sp_sync -- fdatasync the page file. */
+int sp_sync(sp_space *sp);
+
+typedef struct sp_stats {
+    uint64_t file_pages, free_pages, pending_pages;
+    uint64_t cache_hits, cache_misses, pages_written, checkpoints;
+} sp_stats;
+void sp_stats_get(sp_space *sp, sp_stats *st);
+
+#endif
