@@ -1,0 +1,107 @@
+/*
+ * segment.h -- an immutable, sorted run of entries on disk: a B+tree of leaf
+ * and parent pages (pagewriter/node.h), its overflow runs, and a Bloom filter
+ * of its keys, all written in one streaming pass and never changed.
+ *
+ * Entries are (key, kind, value) with at most one entry per key; kinds are
+ * NODE_KIND_VALUE and NODE_KIND_TOMBSTONE (NODE_KIND_MERGE reserved).  A
+ * segment does not keep sequence numbers: it always holds the newest version
+ * of each key among what it was built from.
+ *
+ * Descriptor encoding (seg_encode / seg_decode; part of the header body):
+ *   varint id | varint gen | varint level | varint root | varint height |
+ *   varint entries | varint tombstones | varint leaves | varint filter_pgno |
+ *   varint filter_bytes | varint min key len | min key | varint max key len |
+ *   max key | blocklist (blocklist.h encoding) of every page the segment owns
+ *   (leaves, parents, overflow runs, filter run).
+ *
+ * Filter: a blocked Bloom filter over xxh3 of the full keys, ~10 bits a key,
+ * stored as a run (SP_PT_FILTER) and loaded into memory when the segment is
+ * opened (seg_open) so a point miss touches no page.
+ *
+ * Lifetime: reference counted.  When the last reference goes and the segment
+ * was marked retired (seg_retire), its pages are retired to space
+ * (fs_retire): pending until the next durable checkpoint.
+ */
+#ifndef SHALE_SEGMENT_H
+#define SHALE_SEGMENT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shale.h"
+#include "../pagewriter/node.h"
+#include "../pagewriter/pagewriter.h"
+#include "../space/space.h"
+
+typedef struct seg_segment {
+    uint64_t id;
+    uint64_t gen;
+    uint32_t level;       /* 0 = young */
+    node_tree_info tree;  /* root, height, entries, tombstones, leaves ... */
+    uint64_t filter_pgno; /* 0: no filter */
+    uint64_t filter_bytes;
+    uint8_t *min_key, *max_key;
+    size_t min_len, max_len;
+    sp_blocklist pages;
+    /* runtime */
+    sp_space *sp;
+    uint8_t *filter; /* filter_bytes bytes, or NULL */
+    atomic_int refs;
+    atomic_bool retired;
+} seg_segment;
+
+/* The entries a segment is built from, in strictly increasing key order. */
+typedef struct seg_source {
+    /* next -- SHALE_OK with the next entry (pointers valid until the next
+     * call), SHALE_NOTFOUND at the end, or an error. */
+    int (*next)(void *ctx, uint8_t *kind, const void **key, size_t *klen, const void **val,
+                size_t *vlen);
+    void *ctx;
+} seg_source;
+
+/* seg_build -- write a new segment from src.  An empty source gives
+ * SHALE_NOTFOUND and writes nothing.  On error every page written is given
+ * back to space at once.  The new segment has one reference. */
+int seg_build(sp_space *sp, uint64_t id, uint64_t gen, uint32_t level, seg_source *src,
+              seg_segment **segp);
+
+/* seg_encode -- append the descriptor to *buf (realloc'd; *len/*cap updated). */
+int seg_encode(const seg_segment *seg, uint8_t **buf, size_t *len, size_t *cap);
+/* seg_decode -- parse a descriptor from [p, p+len); *used gets the bytes
+ * consumed.  Loads the filter from sp.  The new segment has one reference. */
+int seg_decode(sp_space *sp, const uint8_t *p, size_t len, size_t *used, seg_segment **segp);
+
+void seg_ref(seg_segment *seg);
+void seg_unref(seg_segment *seg); /* NULL ok */
+void seg_retire(seg_segment *seg); /* pages go back to space when the last ref goes */
+
+/* seg_may_contain -- false only when key is certainly absent (filter, range). */
+bool seg_may_contain(const seg_segment *seg, const void *key, size_t klen);
+
+/* seg_get -- look key up.  SHALE_OK with *kind and, for values, the value
+ * copied into *val (grown as needed); SHALE_NOTFOUND when the segment has no
+ * entry for key.  Errors: SHALE_ECORRUPT, SHALE_EIO, SHALE_ENOMEM. */
+int seg_get(seg_segment *seg, const void *key, size_t klen, uint8_t *kind, shale_buf *val);
+
+/* A cursor over one segment.  Keys and values it returns stay valid until
+ * the next move or close.  Moves return SHALE_OK (positioned), SHALE_NOTFOUND
+ * (ran off an end; unpositioned) or an error (unpositioned). */
+typedef struct seg_cursor seg_cursor;
+int seg_cursor_open(seg_segment *seg, seg_cursor **cp); /* takes a reference */
+void seg_cursor_close(seg_cursor *c);                   /* NULL ok */
+int seg_cursor_first(seg_cursor *c);
+int seg_cursor_last(seg_cursor *c);
+int seg_cursor_seek_ge(seg_cursor *c, const void *key, size_t klen);
+int seg_cursor_seek_le(seg_cursor *c, const void *key, size_t klen);
+int seg_cursor_next(seg_cursor *c);
+int seg_cursor_prev(seg_cursor *c);
+bool seg_cursor_valid(const seg_cursor *c);
+const void *seg_cursor_key(const seg_cursor *c, size_t *klen);
+uint8_t seg_cursor_kind(const seg_cursor *c);
+/* seg_cursor_value -- the value (read from its overflow run on first use). */
+int seg_cursor_value(seg_cursor *c, const void **val, size_t *vlen);
+
+#endif
