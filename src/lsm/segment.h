@@ -10,14 +10,18 @@
  *
  * Descriptor encoding (seg_encode / seg_decode; part of the header body):
  *   varint id | varint gen | varint level | varint root | varint height |
- *   varint entries | varint tombstones | varint leaves | varint filter_pgno |
- *   varint filter_bytes | varint min key len | min key | varint max key len |
- *   max key | blocklist (blocklist.h encoding) of every page the segment owns
+ *   varint entries | varint tombstones | varint leaves | varint parents |
+ *   varint overflow_pages | varint filter_pgno | varint filter_bytes |
+ *   varint min key len | min key | varint max key len | max key |
+ *   blocklist (blocklist.h encoding) of every page the segment owns
  *   (leaves, parents, overflow runs, filter run).
+ * seg_decode checks every field (ranges, key order, the root and the filter
+ * run inside the blocklist, the blocklist inside the file) and the filter
+ * run it loads: SHALE_ECORRUPT on anything malformed.
  *
  * Filter: a blocked Bloom filter over xxh3 of the full keys, ~10 bits a key,
- * stored as a run (SP_PT_FILTER) and loaded into memory when the segment is
- * opened (seg_open) so a point miss touches no page.
+ * stored as a run (SP_PT_FILTER) and kept in memory (loaded by seg_decode,
+ * kept by seg_build) so a point miss touches no page.  Format: filter.c.
  *
  * Lifetime: reference counted.  When the last reference goes and the segment
  * was marked retired (seg_retire), its pages are retired to space
@@ -68,7 +72,7 @@ typedef struct seg_source {
 int seg_build(sp_space *sp, uint64_t id, uint64_t gen, uint32_t level, seg_source *src,
               seg_segment **segp);
 
-/* seg_encode -- append the descriptor to *buf (realloc'd; *len/*cap updated). */
+/* seg_encode -- append the descriptor to *buf (realloc'd; *len and *cap updated). */
 int seg_encode(const seg_segment *seg, uint8_t **buf, size_t *len, size_t *cap);
 /* seg_decode -- parse a descriptor from [p, p+len); *used gets the bytes
  * consumed.  Loads the filter from sp.  The new segment has one reference. */
@@ -77,8 +81,13 @@ int seg_decode(sp_space *sp, const uint8_t *p, size_t len, size_t *used, seg_seg
 void seg_ref(seg_segment *seg);
 void seg_unref(seg_segment *seg); /* NULL ok */
 void seg_retire(seg_segment *seg); /* pages go back to space when the last ref goes */
+/* seg_lost_pages -- pages whose fs_retire failed in seg_unref (process-wide
+ * count; such pages stay unusable until the database is reopened: the free
+ * list a checkpoint writes is the complement of the live set). */
+uint64_t seg_lost_pages(void);
 
-/* seg_may_contain -- false only when key is certainly absent (filter, range). */
+/* seg_may_contain -- false only when key is certainly absent (filter, range).
+ * seg_get makes this check itself. */
 bool seg_may_contain(const seg_segment *seg, const void *key, size_t klen);
 
 /* seg_get -- look key up.  SHALE_OK with *kind and, for values, the value
@@ -88,7 +97,9 @@ int seg_get(seg_segment *seg, const void *key, size_t klen, uint8_t *kind, shale
 
 /* A cursor over one segment.  Keys and values it returns stay valid until
  * the next move or close.  Moves return SHALE_OK (positioned), SHALE_NOTFOUND
- * (ran off an end; unpositioned) or an error (unpositioned). */
+ * (ran off an end; unpositioned) or an error (unpositioned).  next/prev of an
+ * unpositioned cursor give SHALE_EINVAL.  seek_le finds the last key <= key.
+ * A cursor pins one page per tree level (at most tree.height). */
 typedef struct seg_cursor seg_cursor;
 int seg_cursor_open(seg_segment *seg, seg_cursor **cp); /* takes a reference */
 void seg_cursor_close(seg_cursor *c);                   /* NULL ok */
@@ -101,7 +112,19 @@ int seg_cursor_prev(seg_cursor *c);
 bool seg_cursor_valid(const seg_cursor *c);
 const void *seg_cursor_key(const seg_cursor *c, size_t *klen);
 uint8_t seg_cursor_kind(const seg_cursor *c);
-/* seg_cursor_value -- the value (read from its overflow run on first use). */
+/* seg_cursor_value -- the value (read from its overflow run on first use;
+ * empty for a tombstone).  Errors: SHALE_EINVAL (unpositioned), SHALE_ECORRUPT,
+ * SHALE_EIO, SHALE_ENOMEM (the cursor stays positioned). */
 int seg_cursor_value(seg_cursor *c, const void **val, size_t *vlen);
+
+/* ---- shared by segment.c and segcursor.c ------------------------------- */
+
+#define SEG_MAX_HEIGHT 32u /* deeper trees are rejected as corrupt */
+
+/* seg_owns -- whether every page of [first, last] belongs to the segment. */
+bool seg_owns(const seg_segment *seg, uint64_t first, uint64_t last);
+/* seg_page_get -- pin page pgno of the segment's tree and check that it is
+ * the segment's and a leaf or parent page with entries; SHALE_ECORRUPT if not. */
+int seg_page_get(const seg_segment *seg, uint64_t pgno, sp_page **pgp, const uint8_t **datap);
 
 #endif

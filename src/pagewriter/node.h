@@ -12,14 +12,17 @@
  * Leaf page (type SP_PT_LEAF; count = entries; aux = prefix length P):
  *   payload: [P bytes: prefix shared by every entry's inline key bytes]
  *            [count x u16: offset of each entry from the page start, ascending keys]
- *            [entries]
+ *            [entries, stored in slot order at ascending, non-overlapping offsets]
  *   entry:   u8 kind | flags  (low 4 bits NODE_KIND_*, NODE_F_KEY_OVF, NODE_F_VAL_OVF)
  *            varint  key length (full)
  *            varint  inline key suffix length S (inline bytes after the prefix)
  *            S bytes key suffix
  *            [NODE_F_KEY_OVF: varint overflow page of the full key]
- *            varint  value length
+ *            varint  value length (0 for a tombstone)
  *            [NODE_F_VAL_OVF: varint overflow page]  else the value bytes
+ *   An inline key has key length == P + S <= node_key_inline_max; an
+ *   overflowed one has P + S == node_key_inline_max < key length.  The prefix
+ *   P is the longest common prefix of the inline key bytes of all entries.
  * Parent page (type SP_PT_PARENT; count = children):
  *   payload: [count x u16 offsets] [children]
  *   child:   varint child page | varint entries | varint tombstones |
@@ -78,7 +81,11 @@ typedef struct node_child {
 } node_child;
 
 /* Decoding: pages are verified by space (crc); these check structure and
- * return SHALE_ECORRUPT for anything out of bounds. */
+ * return SHALE_ECORRUPT for anything out of bounds (SHALE_EINVAL for a bad
+ * page_size or an index >= count).  The accessors and searches check only
+ * what they touch; node_*_check decode everything and also verify the key
+ * order (from inline bytes: two overflowed keys whose inline bytes tie are
+ * not compared). */
 int node_leaf_check(const uint8_t *page, uint32_t page_size);
 int node_parent_check(const uint8_t *page, uint32_t page_size);
 int node_leaf_entry(const uint8_t *page, uint32_t page_size, unsigned i, node_entry *e);

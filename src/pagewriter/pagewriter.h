@@ -31,7 +31,11 @@ int pw_open(sp_space *sp, uint64_t gen, uint64_t hint_pages, pw_writer **pwp);
 /* pw_page_alloc -- the number of the next page to write (in loan order). */
 int pw_page_alloc(pw_writer *pw, uint64_t *pgno);
 /* pw_page_write -- seal (crc) and write one page that was allocated above; the
- * caller has filled its header with sp_page_init and set count/used/aux. */
+ * caller has filled its header with sp_page_init and set count/used/aux.
+ * Consecutive pages are batched into one sp_write_pages (see pw_flush).
+ * SHALE_EINVAL for a page not handed out by pw_page_alloc, written twice, or
+ * whose header names another pgno or gen.  A failed write is sticky: every
+ * later call returns it, and the caller aborts. */
 int pw_page_write(pw_writer *pw, uint64_t pgno, uint8_t *page);
 /* pw_run_write -- write data as a run of type SP_PT_OVERFLOW or SP_PT_FILTER;
  * returns its first page. */
@@ -42,9 +46,21 @@ uint64_t pw_run_pages(uint32_t page_size, uint64_t len);
 int pw_run_read(sp_space *sp, uint64_t pgno, uint8_t type, void **buf, size_t *len);
 /* pw_run_read_into -- the same into a caller-sized buffer; expects exactly len bytes. */
 int pw_run_read_into(sp_space *sp, uint64_t pgno, uint8_t type, void *buf, size_t len);
+/* pw_run_cmp -- compare data[0, dlen) with bytes [from, len) of the run at
+ * pgno, which must hold exactly len bytes, reading page by page through the
+ * cache (no copy, no allocation); *cmp <0, 0, >0 as data is less, equal or
+ * greater (memcmp, then shorter first).  Errors: SHALE_EINVAL (sp NULL,
+ * from > len), SHALE_ECORRUPT, SHALE_EIO. */
+int pw_run_cmp(sp_space *sp, uint64_t pgno, uint8_t type, uint64_t len, uint64_t from,
+               const void *data, size_t dlen, int *cmp);
+/* pw_flush -- write out pages that pw_page_write batched (pw_finish does it;
+ * a page written is readable through space only after one of them). */
+int pw_flush(pw_writer *pw);
 /* pw_finish -- return the unused loan; *used (bl_init'ed by caller) gets every page written. */
 int pw_finish(pw_writer *pw, sp_blocklist *used);
-/* pw_abort -- return every loaned page to space at once and free the writer. NULL ok. */
+/* pw_abort -- return every loaned page to space at once and free the writer.
+ * NULL ok.  After a successful pw_finish it only frees (the pages in *used
+ * are the caller's); after a failed one it returns everything. */
 void pw_abort(pw_writer *pw);
 void pw_close(pw_writer *pw); /* free after pw_finish */
 sp_space *pw_space(pw_writer *pw);

@@ -42,6 +42,7 @@ int bl_subtract(sp_blocklist *bl, const sp_blocklist *other);     /* bl -= other
 int bl_intersect(const sp_blocklist *a, const sp_blocklist *b, sp_blocklist *out);
 bool bl_contains(const sp_blocklist *bl, uint64_t page);
 bool bl_overlaps(const sp_blocklist *bl, uint64_t first, uint64_t last);
+bool bl_overlaps_list(const sp_blocklist *a, const sp_blocklist *b); /* any page in both */
 uint64_t bl_pages(const sp_blocklist *bl);    /* number of pages */
 bool bl_equal(const sp_blocklist *a, const sp_blocklist *b);
 /* bl_complement -- out = [lo, hi) minus bl. */

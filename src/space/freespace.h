@@ -37,7 +37,9 @@ void fs_destroy(sp_freespace *fs);
 int fs_alloc(sp_freespace *fs, uint64_t want, sp_block *out);
 /* fs_release -- give back loaned, never-published pages: free at once. */
 int fs_release(sp_freespace *fs, uint64_t first, uint64_t last);
-/* fs_retire -- pages a commit stopped referencing: pending. */
+/* fs_retire -- pages a commit stopped referencing: pending.
+ * fs_release and fs_retire return SHALE_EINVAL (and change nothing) for pages
+ * outside [SP_FIRST_DATA_PAGE, file_pages) or already free/pending. */
 int fs_retire(sp_freespace *fs, const sp_blocklist *pages);
 int fs_retire_block(sp_freespace *fs, uint64_t first, uint64_t last);
 
@@ -45,6 +47,10 @@ int fs_retire_block(sp_freespace *fs, uint64_t first, uint64_t last);
  * fs_ckpt_begin moves pending to in-flight; fs_ckpt_end(ok) frees in-flight if
  * the header was made durable, else returns it to pending. */
 void fs_ckpt_begin(sp_freespace *fs);
+/* fs_ckpt_begin_keep -- fs_ckpt_begin, but pending pages that are in `keep`
+ * (the live set the new header names: a stale live set must not free them)
+ * stay pending.  SHALE_ENOMEM leaves everything unchanged. */
+int fs_ckpt_begin_keep(sp_freespace *fs, const sp_blocklist *keep);
 void fs_ckpt_end(sp_freespace *fs, int ok);
 
 /* fs_trim_tail -- drop a free run at the end of the file from the free list and
@@ -56,5 +62,9 @@ uint64_t fs_file_pages(sp_freespace *fs);
 void fs_counts(sp_freespace *fs, uint64_t *free_pages, uint64_t *pending_pages);
 /* fs_free_list -- copy of the free list (for tests and stats). */
 int fs_free_list(sp_freespace *fs, sp_blocklist *out);
+/* fs_with_file_pages -- call fn(ctx, file_pages) with the allocator locked, so
+ * no allocation can grow the file meanwhile (used to truncate a trimmed file);
+ * returns what fn returns. */
+int fs_with_file_pages(sp_freespace *fs, int (*fn)(void *ctx, uint64_t file_pages), void *ctx);
 
 #endif

@@ -1,0 +1,119 @@
+/*
+ * batch.c -- encoding and decoding of write batches (format in batch.h).
+ */
+#include "batch.h"
+
+#include <stdlib.h>
+
+#include "../pagewriter/node.h"
+#include "../space/common.h"
+
+/* batch_reserve -- make room for n more bytes. */
+static int batch_reserve(shale_batch *b, size_t n)
+{
+    if (b->len + n <= b->cap)
+        return SHALE_OK;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n)
+        cap *= 2;
+    uint8_t *nb = realloc(b->buf, cap);
+    if (!nb)
+        return SHALE_ENOMEM;
+    b->buf = nb;
+    b->cap = cap;
+    return SHALE_OK;
+}
+
+void ikey_make(uint8_t *buf, uint32_t tree, const void *key, size_t klen)
+{
+    put_be32(buf, tree);
+    if (klen)
+        memcpy(buf + IKEY_PREFIX, key, klen);
+}
+
+int batch_add(shale_batch *b, uint8_t kind, uint32_t tree, const void *key, size_t klen,
+              const void *val, size_t vlen)
+{
+    size_t ik = klen + IKEY_PREFIX;
+    size_t need = 1 + VARINT_MAX + ik + (kind != NODE_KIND_TOMBSTONE ? VARINT_MAX + vlen : 0);
+    /* Leave VARINT_MAX bytes in front free for the op count (batch_payload). */
+    if (b->len == 0)
+        RET(batch_reserve(b, VARINT_MAX));
+    if (b->len == 0)
+        b->len = VARINT_MAX;
+    RET(batch_reserve(b, need));
+    uint8_t *p = b->buf + b->len;
+    *p++ = kind;
+    p += varint_put(p, ik);
+    ikey_make(p, tree, key, klen);
+    p += ik;
+    if (kind != NODE_KIND_TOMBSTONE) {
+        p += varint_put(p, vlen);
+        if (vlen)
+            memcpy(p, val, vlen);
+        p += vlen;
+    }
+    b->len = (size_t)(p - b->buf);
+    b->count++;
+    return SHALE_OK;
+}
+
+int batch_payload(shale_batch *b, const uint8_t **out, size_t *len)
+{
+    uint8_t tmp[VARINT_MAX];
+    if (b->count == 0) {
+        static const uint8_t empty[1] = {0};
+        *out = empty;
+        *len = 1;
+        return SHALE_OK;
+    }
+    size_t n = varint_put(tmp, b->count);
+    uint8_t *start = b->buf + VARINT_MAX - n;
+    memcpy(start, tmp, n);
+    *out = start;
+    *len = b->len - (VARINT_MAX - n);
+    return SHALE_OK;
+}
+
+int batch_reader_init(batch_reader *r, const void *payload, size_t len)
+{
+    r->p = payload;
+    r->end = r->p + len;
+    size_t n = varint_get(r->p, r->end, &r->left);
+    if (!n || r->left > len)
+        return SHALE_ECORRUPT;
+    r->p += n;
+    return SHALE_OK;
+}
+
+int batch_reader_next(batch_reader *r, batch_op *op)
+{
+    uint64_t v;
+    size_t n;
+    if (r->left == 0)
+        return r->p == r->end ? SHALE_NOTFOUND : SHALE_ECORRUPT;
+    if (r->p >= r->end)
+        return SHALE_ECORRUPT;
+    op->kind = *r->p++;
+    if (op->kind > NODE_KIND_MERGE)
+        return SHALE_ECORRUPT;
+    if (!(n = varint_get(r->p, r->end, &v)) || v < IKEY_PREFIX ||
+        v > (uint64_t)(r->end - r->p - n))
+        return SHALE_ECORRUPT;
+    r->p += n;
+    op->ikey = r->p;
+    op->iklen = v;
+    r->p += v;
+    op->val = NULL;
+    op->vlen = 0;
+    if (op->kind != NODE_KIND_TOMBSTONE) {
+        if (!(n = varint_get(r->p, r->end, &v)) || v > (uint64_t)(r->end - r->p - n))
+            return SHALE_ECORRUPT;
+        r->p += n;
+        op->val = r->p;
+        op->vlen = v;
+        r->p += v;
+    }
+    r->left--;
+    return SHALE_OK;
+}

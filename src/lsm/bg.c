@@ -1,0 +1,476 @@
+/*
+ * bg.c -- background work: writing immutable memtables out to young segments,
+ * merging segments, checkpoints, and the periodic log sync.
+ *
+ * Three threads: the flusher writes the oldest immutable memtable to a new
+ * segment, installs a version that lists the segment instead of the memtable,
+ * and checkpoints; the merger, when more than max_young_segments segments
+ * exist, merges all of them into one (a whole merge: tombstones and the keys
+ * of dropped trees disappear, since no older data remains below); the syncer
+ * syncs the log every flush_every_ms.  Installing a version is a pointer swap
+ * under ver_mu; readers never wait for a write-out or a merge.
+ *
+ * Checkpoint (db_checkpoint): pin the current version; its segments are the
+ * live pages, its oldest memtable's log is where recovery must start, the
+ * sequence number its segments cover is ckpt_seq; space writes the header
+ * durably (space.h states the ordering); then log files below log_no go.
+ *
+ * A failure in a background thread is sticky (db->bg_error): writers get it,
+ * readers keep working, and nothing already acknowledged is dropped (it is
+ * still in the log).
+ */
+#include <stdlib.h>
+#include <time.h>
+
+#include "../space/common.h"
+#include "cursor.h"
+#include "db.h"
+#include "meta.h"
+
+int db_bg_error(shale_db *db)
+{
+    pthread_mutex_lock(&db->ver_mu);
+    int rc = db->bg_error;
+    pthread_mutex_unlock(&db->ver_mu);
+    return rc;
+}
+
+void db_set_bg_error(shale_db *db, int rc)
+{
+    pthread_mutex_lock(&db->ver_mu);
+    if (!db->bg_error)
+        db->bg_error = rc;
+    pthread_cond_broadcast(&db->room_cv);
+    pthread_cond_broadcast(&db->bg_cv);
+    pthread_mutex_unlock(&db->ver_mu);
+}
+
+/* Dropped trees' keys are skipped when writing segments; consecutive keys
+ * share a tree, so the liveness of the last tree id is cached. */
+typedef struct live_cache {
+    shale_db *db;
+    uint32_t id;
+    bool valid, live;
+} live_cache;
+
+/* key_live -- whether ikey belongs to a tree that still exists. */
+static bool key_live(live_cache *lc, const uint8_t *ikey, size_t iklen)
+{
+    if (iklen < IKEY_PREFIX)
+        return false;
+    uint32_t id = get_be32(ikey);
+    if (!lc->valid || id != lc->id) {
+        lc->id = id;
+        lc->live = tree_id_live(lc->db, id);
+        lc->valid = true;
+    }
+    return lc->live;
+}
+
+/* Source over a memtable: every newest version, tombstones included. */
+typedef struct mem_src {
+    mt_iter it;
+    bool started;
+    live_cache lc;
+} mem_src;
+
+static int mem_next(void *ctx, uint8_t *kind, const void **key, size_t *klen, const void **val,
+                    size_t *vlen)
+{
+    mem_src *s = ctx;
+    for (;;) {
+        if (!s->started) {
+            mt_iter_first(&s->it);
+            s->started = true;
+        } else {
+            mt_iter_next(&s->it);
+        }
+        if (!mt_iter_valid(&s->it))
+            return SHALE_NOTFOUND;
+        *key = mt_iter_key(&s->it, klen);
+        if (!key_live(&s->lc, *key, *klen))
+            continue;
+        *kind = mt_iter_kind(&s->it);
+        *val = mt_iter_value(&s->it, vlen);
+        return SHALE_OK;
+    }
+}
+
+/* Source over a merging cursor of segments. */
+typedef struct cur_src {
+    cur_cursor *c;
+    bool started;
+    bool drop_tombstones;
+    live_cache lc;
+} cur_src;
+
+static int cur_src_next(void *ctx, uint8_t *kind, const void **key, size_t *klen,
+                        const void **val, size_t *vlen)
+{
+    cur_src *s = ctx;
+    for (;;) {
+        int rc = s->started ? cur_next(s->c) : cur_first(s->c);
+        s->started = true;
+        if (rc != SHALE_OK)
+            return rc;
+        *key = cur_key(s->c, klen);
+        *kind = cur_kind(s->c);
+        if (s->drop_tombstones && *kind == NODE_KIND_TOMBSTONE)
+            continue;
+        if (!key_live(&s->lc, *key, *klen))
+            continue;
+        return cur_value(s->c, val, vlen);
+    }
+}
+
+/* next_ids -- allocate a segment id and a write generation. */
+static void next_ids(shale_db *db, uint64_t *id, uint64_t *gen)
+{
+    pthread_mutex_lock(&db->ver_mu);
+    *id = db->next_seg_id++;
+    *gen = db->next_gen++;
+    pthread_mutex_unlock(&db->ver_mu);
+}
+
+/* write_mem -- build a young segment from memtable m (*segp NULL if empty). */
+static int write_mem(shale_db *db, const ver_mem *m, seg_segment **segp)
+{
+    mem_src s = {.lc = {.db = db}};
+    seg_source src = {mem_next, &s};
+    uint64_t id, gen;
+    mt_iter_init(&s.it, m->mt, UINT64_MAX);
+    next_ids(db, &id, &gen);
+    int rc = seg_build(db->sp, id, gen, 0, &src, segp);
+    if (rc == SHALE_NOTFOUND) {
+        *segp = NULL;
+        rc = SHALE_OK;
+    }
+    return rc;
+}
+
+/* install_written -- replace immutable memtable mt by seg (may be NULL) in a
+ * new current version. */
+static int install_written(shale_db *db, mt_table *mt, uint64_t last_seq, seg_segment *seg)
+{
+    int rc;
+    ver_version *v = NULL;
+    pthread_mutex_lock(&db->ver_mu);
+    ver_version *cur = db->current;
+    ver_mem *imm = malloc((cur->nimm + 1) * sizeof *imm);
+    seg_segment **segs = malloc((cur->nsegs + 1) * sizeof *segs);
+    size_t n = 0;
+    if (!segs || !imm) {
+        pthread_mutex_unlock(&db->ver_mu);
+        free(imm);
+        free(segs);
+        return SHALE_ENOMEM;
+    }
+    for (size_t i = 0; i < cur->nimm; i++)
+        if (cur->imm[i].mt != mt)
+            imm[n++] = cur->imm[i];
+    size_t ns = 0;
+    if (seg)
+        segs[ns++] = seg;
+    if (cur->nsegs)
+        memcpy(segs + ns, cur->segs, cur->nsegs * sizeof *segs);
+    ns += cur->nsegs;
+    rc = ver_new(&cur->mem, imm, n, segs, ns, &v);
+    if (rc == SHALE_OK) {
+        db->current = v;
+        if (last_seq > db->ckpt_seq)
+            db->ckpt_seq = last_seq;
+        pthread_cond_broadcast(&db->room_cv);
+        pthread_cond_broadcast(&db->bg_cv);
+    }
+    pthread_mutex_unlock(&db->ver_mu);
+    free(segs);
+    free(imm);
+    if (rc == SHALE_OK)
+        ver_unref(cur);
+    return rc;
+}
+
+/* flush_one -- write out the oldest immutable memtable; SHALE_NOTFOUND if none. */
+static int flush_one(shale_db *db)
+{
+    int rc;
+    seg_segment *seg = NULL;
+    pthread_mutex_lock(&db->ver_mu);
+    if (db->current->nimm == 0) {
+        pthread_mutex_unlock(&db->ver_mu);
+        return SHALE_NOTFOUND;
+    }
+    ver_mem m = db->current->imm[db->current->nimm - 1];
+    mt_ref(m.mt);
+    pthread_mutex_unlock(&db->ver_mu);
+    rc = write_mem(db, &m, &seg);
+    if (rc == SHALE_OK)
+        rc = install_written(db, m.mt, m.last_seq, seg);
+    if (rc < 0 && seg)
+        seg_retire(seg);
+    seg_unref(seg);
+    mt_unref(m.mt);
+    if (rc == SHALE_OK)
+        atomic_fetch_add(&db->st_flushes, 1);
+    return rc;
+}
+
+int db_checkpoint(shale_db *db)
+{
+    int rc = SHALE_OK;
+    uint8_t *body = NULL;
+    size_t len;
+    sp_blocklist live = BL_INIT;
+    pthread_mutex_lock(&db->ckpt_mu);
+    pthread_mutex_lock(&db->ver_mu);
+    ver_version *v = db->current;
+    ver_ref(v);
+    meta_body m = {
+        .ckpt_seq = db->ckpt_seq,
+        .log_no = v->nimm ? v->imm[v->nimm - 1].log_no : v->mem.log_no,
+        .next_seg_id = db->next_seg_id,
+        .next_gen = db->next_gen,
+        .level_factor = db->opts.level_factor,
+        .compression = (uint64_t)db->opts.compression,
+        .segs = v->segs,
+        .nsegs = v->nsegs,
+    };
+    pthread_mutex_unlock(&db->ver_mu);
+    for (size_t i = 0; i < v->nsegs; i++)
+        ERR(bl_add_list(&live, &v->segs[i]->pages));
+    ERR(meta_encode(&m, &body, &len));
+    ERR(sp_checkpoint(db->sp, &live, body, len));
+    db->ckpt_log_no = m.log_no;
+    atomic_fetch_add(&db->st_checkpoints, 1);
+    ERR(db_remove_logs_below(db, m.log_no));
+err:
+    pthread_mutex_unlock(&db->ckpt_mu);
+    free(body);
+    bl_free(&live);
+    ver_unref(v);
+    return rc;
+}
+
+/* merge_all -- merge every segment of the current version into one. */
+static int merge_all(shale_db *db)
+{
+    int rc = SHALE_OK;
+    cur_src s = {.drop_tombstones = true, .lc = {.db = db}};
+    seg_source src = {cur_src_next, &s};
+    seg_segment *seg = NULL, **segs = NULL;
+    ver_version *nv = NULL, *v;
+    uint64_t id, gen;
+
+    pthread_mutex_lock(&db->ver_mu);
+    v = db->current;
+    ver_ref(v);
+    pthread_mutex_unlock(&db->ver_mu);
+    size_t nmerge = v->nsegs;
+    ERR(cur_open(v, UINT64_MAX, false, 0, nmerge, false, &s.c));
+    next_ids(db, &id, &gen);
+    rc = seg_build(db->sp, id, gen, 0, &src, &seg);
+    if (rc == SHALE_NOTFOUND)
+        rc = SHALE_OK;
+    ERR(rc);
+
+    pthread_mutex_lock(&db->ver_mu);
+    ver_version *cur = db->current;
+    /* Flushes only prepend: the merged segments are the tail of cur->segs. */
+    size_t keep = cur->nsegs - nmerge;
+    if (!(segs = malloc((keep + 1) * sizeof *segs))) {
+        pthread_mutex_unlock(&db->ver_mu);
+        ERR_SET(SHALE_ENOMEM);
+    }
+    if (keep)
+        memcpy(segs, cur->segs, keep * sizeof *segs);
+    if (seg)
+        segs[keep++] = seg;
+    rc = ver_new(&cur->mem, cur->imm, cur->nimm, segs, keep, &nv);
+    if (rc == SHALE_OK) {
+        db->current = nv;
+        for (size_t i = 0; i < nmerge; i++)
+            seg_retire(v->segs[i]);
+    }
+    pthread_mutex_unlock(&db->ver_mu);
+    ERR(rc);
+    ver_unref(cur);
+    atomic_fetch_add(&db->st_merges, 1);
+    seg_unref(seg);
+    seg = NULL;
+err:
+    if (seg) {
+        seg_retire(seg);
+        seg_unref(seg);
+    }
+    free(segs);
+    cur_close(s.c);
+    ver_unref(v);
+    return rc;
+}
+
+/* flush_main -- the flusher thread. */
+static void *flush_main(void *arg)
+{
+    shale_db *db = arg;
+    for (;;) {
+        pthread_mutex_lock(&db->ver_mu);
+        while (!db->stopping && !db->bg_error && db->current->nimm == 0)
+            pthread_cond_wait(&db->bg_cv, &db->ver_mu);
+        bool stop = db->stopping || db->bg_error;
+        pthread_mutex_unlock(&db->ver_mu);
+        if (stop)
+            break;
+        int rc = flush_one(db);
+        if (rc == SHALE_OK)
+            rc = db_checkpoint(db);
+        if (rc < 0 && rc != SHALE_NOTFOUND)
+            db_set_bg_error(db, rc);
+    }
+    return NULL;
+}
+
+/* merge_due -- with ver_mu held: whether the young segments need a merge. */
+static bool merge_due(shale_db *db)
+{
+    return db->current->nsegs > db->opts.max_young_segments;
+}
+
+/* merge_main -- the merger thread. */
+static void *merge_main(void *arg)
+{
+    shale_db *db = arg;
+    for (;;) {
+        pthread_mutex_lock(&db->ver_mu);
+        while (!db->stopping && !db->bg_error && !merge_due(db))
+            pthread_cond_wait(&db->bg_cv, &db->ver_mu);
+        bool stop = db->stopping || db->bg_error;
+        db->merging = !stop;
+        pthread_mutex_unlock(&db->ver_mu);
+        if (stop)
+            break;
+        int rc = merge_all(db);
+        if (rc == SHALE_OK)
+            rc = db_checkpoint(db);
+        pthread_mutex_lock(&db->ver_mu);
+        db->merging = false;
+        pthread_mutex_unlock(&db->ver_mu);
+        if (rc < 0)
+            db_set_bg_error(db, rc);
+    }
+    return NULL;
+}
+
+/* sync_main -- the periodic log sync (flush_every_ms). */
+static void *sync_main(void *arg)
+{
+    shale_db *db = arg;
+    pthread_mutex_lock(&db->ver_mu);
+    while (!db->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)db->opts.flush_every_ms * 1000000u;
+        ts.tv_sec += (time_t)(ns / 1000000000u);
+        ts.tv_nsec = (long)(ns % 1000000000u);
+        pthread_cond_timedwait(&db->bg_cv, &db->ver_mu, &ts);
+        if (db->stopping)
+            break;
+        pthread_mutex_unlock(&db->ver_mu);
+        int rc = shale_flush(db);
+        if (rc < 0)
+            db_set_bg_error(db, rc);
+        pthread_mutex_lock(&db->ver_mu);
+    }
+    pthread_mutex_unlock(&db->ver_mu);
+    return NULL;
+}
+
+int db_start_threads(shale_db *db)
+{
+    if (pthread_create(&db->flush_thread, NULL, flush_main, db) != 0)
+        return SHALE_ENOMEM;
+    if (pthread_create(&db->merge_thread, NULL, merge_main, db) != 0) {
+        db_stop_threads(db);
+        return SHALE_ENOMEM;
+    }
+    db->threads_started = true;
+    if (db->opts.flush_every_ms) {
+        if (pthread_create(&db->sync_thread, NULL, sync_main, db) != 0) {
+            db_stop_threads(db);
+            return SHALE_ENOMEM;
+        }
+        db->sync_started = true;
+    }
+    /* Work left by recovery (a replayed memtable) starts at once. */
+    pthread_mutex_lock(&db->ver_mu);
+    pthread_cond_broadcast(&db->bg_cv);
+    pthread_mutex_unlock(&db->ver_mu);
+    return SHALE_OK;
+}
+
+void db_stop_threads(shale_db *db)
+{
+    pthread_mutex_lock(&db->ver_mu);
+    db->stopping = true;
+    pthread_cond_broadcast(&db->bg_cv);
+    pthread_cond_broadcast(&db->room_cv);
+    pthread_mutex_unlock(&db->ver_mu);
+    if (db->threads_started) {
+        pthread_join(db->flush_thread, NULL);
+        pthread_join(db->merge_thread, NULL);
+    } else if (db->flush_thread) {
+        pthread_join(db->flush_thread, NULL);
+    }
+    if (db->sync_started)
+        pthread_join(db->sync_thread, NULL);
+    db->threads_started = db->sync_started = false;
+}
+
+int db_flush_memtables(shale_db *db)
+{
+    int rc;
+    seg_segment *seg = NULL;
+    ver_version *v = NULL;
+    while ((rc = flush_one(db)) == SHALE_OK)
+        ;
+    RET(rc == SHALE_NOTFOUND ? SHALE_OK : rc);
+    /* The active memtable: written out, and replaced by an empty one tied to
+     * the next log number, so the checkpoint releases every log file. */
+    pthread_mutex_lock(&db->write_mu);
+    ver_mem m = db->current->mem;
+    uint64_t last = atomic_load(&db->last_seq);
+    rc = mt_count(m.mt) ? write_mem(db, &m, &seg) : SHALE_OK;
+    if (rc == SHALE_OK) {
+        ver_mem fresh = {.log_no = m.log_no + 1};
+        rc = mt_create(&fresh.mt);
+        if (rc == SHALE_OK) {
+            pthread_mutex_lock(&db->ver_mu);
+            ver_version *cur = db->current;
+            size_t ns = cur->nsegs + (seg ? 1 : 0);
+            seg_segment **segs = malloc((ns + 1) * sizeof *segs);
+            if (segs) {
+                size_t k = 0;
+                if (seg)
+                    segs[k++] = seg;
+                if (cur->nsegs)
+                    memcpy(segs + k, cur->segs, cur->nsegs * sizeof *segs);
+                rc = ver_new(&fresh, cur->imm, cur->nimm, segs, ns, &v);
+                free(segs);
+            } else {
+                rc = SHALE_ENOMEM;
+            }
+            if (rc == SHALE_OK) {
+                db->current = v;
+                db->ckpt_seq = last;
+                ver_unref(cur);
+            }
+            pthread_mutex_unlock(&db->ver_mu);
+            mt_unref(fresh.mt);
+        }
+    }
+    pthread_mutex_unlock(&db->write_mu);
+    if (rc < 0 && seg)
+        seg_retire(seg);
+    seg_unref(seg);
+    RET(rc);
+    return db_checkpoint(db);
+}

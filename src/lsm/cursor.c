@@ -1,0 +1,397 @@
+/*
+ * cursor.c -- the multi-way merging cursor (see cursor.h).
+ *
+ * Invariant while positioned moving forward (dir > 0): every child is either
+ * invalid or on its first entry with key > cur (after the winner's key has
+ * been consumed by step_fwd); moving backward the mirror image.  `cur` is a
+ * copy of the current key, because the winning child moves on the next step.
+ */
+#include "cursor.h"
+
+#include <stdlib.h>
+
+#include "../space/common.h"
+
+enum { CH_MEM, CH_SEG };
+
+typedef struct cur_child {
+    int type;
+    bool valid;
+    mt_iter mt;
+    seg_cursor *sc;
+} cur_child;
+
+struct cur_cursor {
+    ver_version *v;
+    cur_child *ch;
+    size_t n;
+    bool hide;
+    int dir; /* +1 forward, -1 backward, 0 unpositioned */
+    int win; /* index of the child holding the current entry */
+    uint8_t *cur;
+    size_t curlen, curcap;
+    uint8_t *lo, *hi;
+    size_t lolen, hilen;
+    bool has_lo, has_hi;
+};
+
+/* ch_key -- the child's current key. */
+static const void *ch_key(const cur_child *h, size_t *klen)
+{
+    if (h->type == CH_MEM)
+        return mt_iter_key(&h->mt, klen);
+    return seg_cursor_key(h->sc, klen);
+}
+
+static uint8_t ch_kind(const cur_child *h)
+{
+    return h->type == CH_MEM ? mt_iter_kind(&h->mt) : seg_cursor_kind(h->sc);
+}
+
+/* ch_result -- record a segment move's result in valid; errors pass up. */
+static int ch_result(cur_child *h, int rc)
+{
+    h->valid = (rc == SHALE_OK);
+    return rc < 0 ? rc : SHALE_OK;
+}
+
+static int ch_first(cur_child *h)
+{
+    if (h->type == CH_MEM) {
+        mt_iter_first(&h->mt);
+        h->valid = mt_iter_valid(&h->mt);
+        return SHALE_OK;
+    }
+    return ch_result(h, seg_cursor_first(h->sc));
+}
+
+static int ch_last(cur_child *h)
+{
+    if (h->type == CH_MEM) {
+        mt_iter_last(&h->mt);
+        h->valid = mt_iter_valid(&h->mt);
+        return SHALE_OK;
+    }
+    return ch_result(h, seg_cursor_last(h->sc));
+}
+
+static int ch_seek_ge(cur_child *h, const void *k, size_t kl)
+{
+    if (h->type == CH_MEM) {
+        mt_iter_seek_ge(&h->mt, k, kl);
+        h->valid = mt_iter_valid(&h->mt);
+        return SHALE_OK;
+    }
+    return ch_result(h, seg_cursor_seek_ge(h->sc, k, kl));
+}
+
+static int ch_seek_le(cur_child *h, const void *k, size_t kl)
+{
+    if (h->type == CH_MEM) {
+        mt_iter_seek_le(&h->mt, k, kl);
+        h->valid = mt_iter_valid(&h->mt);
+        return SHALE_OK;
+    }
+    return ch_result(h, seg_cursor_seek_le(h->sc, k, kl));
+}
+
+static int ch_next(cur_child *h)
+{
+    if (h->type == CH_MEM) {
+        mt_iter_next(&h->mt);
+        h->valid = mt_iter_valid(&h->mt);
+        return SHALE_OK;
+    }
+    return ch_result(h, seg_cursor_next(h->sc));
+}
+
+static int ch_prev(cur_child *h)
+{
+    if (h->type == CH_MEM) {
+        mt_iter_prev(&h->mt);
+        h->valid = mt_iter_valid(&h->mt);
+        return SHALE_OK;
+    }
+    return ch_result(h, seg_cursor_prev(h->sc));
+}
+
+/* ch_cmp -- compare the child's key with (k, kl). */
+static int ch_cmp(const cur_child *h, const void *k, size_t kl)
+{
+    size_t hl;
+    const void *hk = ch_key(h, &hl);
+    return key_cmp(hk, hl, k, kl);
+}
+
+int cur_open(ver_version *v, uint64_t snap, bool include_mem, size_t segs_from, size_t segs_n,
+             bool hide_tombstones, cur_cursor **cp)
+{
+    int rc = SHALE_OK;
+    cur_cursor *c = calloc(1, sizeof *c);
+    size_t nmem = include_mem ? 1 + v->nimm : 0;
+    if (!c)
+        return SHALE_ENOMEM;
+    if (!(c->ch = calloc(nmem + segs_n + 1, sizeof *c->ch)))
+        ERR_SET(SHALE_ENOMEM);
+    ver_ref(v);
+    c->v = v;
+    c->hide = hide_tombstones;
+    if (include_mem) {
+        c->ch[c->n].type = CH_MEM;
+        mt_iter_init(&c->ch[c->n++].mt, v->mem.mt, snap);
+        for (size_t i = 0; i < v->nimm; i++) {
+            c->ch[c->n].type = CH_MEM;
+            mt_iter_init(&c->ch[c->n++].mt, v->imm[i].mt, snap);
+        }
+    }
+    for (size_t i = segs_from; i < segs_from + segs_n && i < v->nsegs; i++) {
+        c->ch[c->n].type = CH_SEG;
+        ERR(seg_cursor_open(v->segs[i], &c->ch[c->n].sc));
+        c->n++;
+    }
+    *cp = c;
+    return SHALE_OK;
+err:
+    cur_close(c);
+    return rc;
+}
+
+void cur_close(cur_cursor *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->ch[i].type == CH_SEG)
+            seg_cursor_close(c->ch[i].sc);
+    free(c->ch);
+    ver_unref(c->v);
+    free(c->cur);
+    free(c->lo);
+    free(c->hi);
+    free(c);
+}
+
+/* dup_bound -- copy a bound key. */
+static int dup_bound(const void *k, size_t kl, uint8_t **out, size_t *outlen, bool *has)
+{
+    free(*out);
+    *out = NULL;
+    *outlen = 0;
+    *has = (k != NULL);
+    if (!k)
+        return SHALE_OK;
+    if (!(*out = malloc(kl ? kl : 1)))
+        return SHALE_ENOMEM;
+    memcpy(*out, k, kl);
+    *outlen = kl;
+    return SHALE_OK;
+}
+
+int cur_set_bounds(cur_cursor *c, const void *lo, size_t lolen, const void *hi, size_t hilen)
+{
+    c->dir = 0;
+    RET(dup_bound(lo, lolen, &c->lo, &c->lolen, &c->has_lo));
+    return dup_bound(hi, hilen, &c->hi, &c->hilen, &c->has_hi);
+}
+
+/* set_cur -- copy the winner's key into cur. */
+static int set_cur(cur_cursor *c, int win)
+{
+    size_t kl;
+    const void *k = ch_key(&c->ch[win], &kl);
+    if (kl > c->curcap) {
+        size_t cap = MAX(kl, 2 * c->curcap);
+        uint8_t *nb = realloc(c->cur, cap);
+        if (!nb)
+            return SHALE_ENOMEM;
+        c->cur = nb;
+        c->curcap = cap;
+    }
+    if (kl)
+        memcpy(c->cur, k, kl);
+    c->curlen = kl;
+    c->win = win;
+    return SHALE_OK;
+}
+
+/* pick -- the child with the smallest (dir > 0) or largest key, newest on a tie. */
+static int pick(cur_cursor *c, int dir)
+{
+    int best = -1;
+    size_t bl = 0;
+    const void *bk = NULL;
+    for (size_t i = 0; i < c->n; i++) {
+        if (!c->ch[i].valid)
+            continue;
+        size_t kl;
+        const void *k = ch_key(&c->ch[i], &kl);
+        if (best < 0 || dir * key_cmp(k, kl, bk, bl) < 0) {
+            best = (int)i;
+            bk = k;
+            bl = kl;
+        }
+    }
+    return best;
+}
+
+/* skip_key -- move every child sitting on cur one step in direction dir. */
+static int skip_key(cur_cursor *c, int dir)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        cur_child *h = &c->ch[i];
+        if (h->valid && ch_cmp(h, c->cur, c->curlen) == 0)
+            RET(dir > 0 ? ch_next(h) : ch_prev(h));
+    }
+    return SHALE_OK;
+}
+
+/* settle -- from children positioned for direction dir, find the next visible
+ * entry within bounds: SHALE_OK positioned, SHALE_NOTFOUND off the end. */
+static int settle(cur_cursor *c, int dir)
+{
+    for (;;) {
+        int w = pick(c, dir);
+        if (w < 0)
+            break;
+        size_t kl;
+        const void *k = ch_key(&c->ch[w], &kl);
+        if (dir > 0 && c->has_hi && key_cmp(k, kl, c->hi, c->hilen) >= 0)
+            break;
+        if (dir < 0 && c->has_lo && key_cmp(k, kl, c->lo, c->lolen) < 0)
+            break;
+        RET(set_cur(c, w));
+        if (!(c->hide && ch_kind(&c->ch[w]) == NODE_KIND_TOMBSTONE)) {
+            c->dir = dir;
+            return SHALE_OK;
+        }
+        RET(skip_key(c, dir));
+    }
+    c->dir = 0;
+    return SHALE_NOTFOUND;
+}
+
+/* finish -- unposition on error. */
+static int finish(cur_cursor *c, int rc)
+{
+    if (rc < 0)
+        c->dir = 0;
+    return rc;
+}
+
+/* seek_all -- position every child at its first key >= k (dir > 0) or last <= k. */
+static int seek_all(cur_cursor *c, const void *k, size_t kl, int dir)
+{
+    for (size_t i = 0; i < c->n; i++)
+        RET(dir > 0 ? ch_seek_ge(&c->ch[i], k, kl) : ch_seek_le(&c->ch[i], k, kl));
+    return SHALE_OK;
+}
+
+int cur_first(cur_cursor *c)
+{
+    int rc = SHALE_OK;
+    if (c->has_lo)
+        ERR(seek_all(c, c->lo, c->lolen, 1));
+    else
+        for (size_t i = 0; i < c->n; i++)
+            ERR(ch_first(&c->ch[i]));
+    rc = settle(c, 1);
+err:
+    return finish(c, rc);
+}
+
+int cur_last(cur_cursor *c)
+{
+    int rc = SHALE_OK;
+    if (c->has_hi) {
+        /* last key < hi: seek_le(hi), then step back over an exact hit. */
+        ERR(seek_all(c, c->hi, c->hilen, -1));
+        for (size_t i = 0; i < c->n; i++)
+            if (c->ch[i].valid && ch_cmp(&c->ch[i], c->hi, c->hilen) == 0)
+                ERR(ch_prev(&c->ch[i]));
+    } else {
+        for (size_t i = 0; i < c->n; i++)
+            ERR(ch_last(&c->ch[i]));
+    }
+    rc = settle(c, -1);
+err:
+    return finish(c, rc);
+}
+
+int cur_seek_ge(cur_cursor *c, const void *key, size_t klen)
+{
+    int rc;
+    if (c->has_lo && key_cmp(key, klen, c->lo, c->lolen) < 0) {
+        key = c->lo;
+        klen = c->lolen;
+    }
+    ERR(seek_all(c, key, klen, 1));
+    rc = settle(c, 1);
+err:
+    return finish(c, rc);
+}
+
+int cur_seek_le(cur_cursor *c, const void *key, size_t klen)
+{
+    int rc;
+    if (c->has_hi && key_cmp(key, klen, c->hi, c->hilen) >= 0)
+        return cur_last(c);
+    ERR(seek_all(c, key, klen, -1));
+    rc = settle(c, -1);
+err:
+    return finish(c, rc);
+}
+
+/* turn -- reposition every child for direction dir around cur, excluding cur. */
+static int turn(cur_cursor *c, int dir)
+{
+    RET(seek_all(c, c->cur, c->curlen, dir));
+    return skip_key(c, dir);
+}
+
+int cur_next(cur_cursor *c)
+{
+    int rc;
+    if (c->dir == 0)
+        return SHALE_NOTFOUND;
+    if (c->dir > 0)
+        ERR(skip_key(c, 1));
+    else
+        ERR(turn(c, 1));
+    rc = settle(c, 1);
+err:
+    return finish(c, rc);
+}
+
+int cur_prev(cur_cursor *c)
+{
+    int rc;
+    if (c->dir == 0)
+        return SHALE_NOTFOUND;
+    if (c->dir < 0)
+        ERR(skip_key(c, -1));
+    else
+        ERR(turn(c, -1));
+    rc = settle(c, -1);
+err:
+    return finish(c, rc);
+}
+
+bool cur_valid(const cur_cursor *c) { return c->dir != 0; }
+
+const void *cur_key(const cur_cursor *c, size_t *klen)
+{
+    *klen = c->curlen;
+    return c->cur;
+}
+
+uint8_t cur_kind(const cur_cursor *c) { return ch_kind(&c->ch[c->win]); }
+
+int cur_value(cur_cursor *c, const void **val, size_t *vlen)
+{
+    cur_child *h = &c->ch[c->win];
+    if (h->type == CH_MEM) {
+        *val = mt_iter_value(&h->mt, vlen);
+        return SHALE_OK;
+    }
+    return seg_cursor_value(h->sc, val, vlen);
+}

@@ -1,0 +1,415 @@
+/*
+ * db.c -- opening a database (options, lock, page file, recovery) and closing it.
+ *
+ * Recovery: the newest valid header slot gives the segments and the first log
+ * file to replay (log_no).  Log files below it are leftovers of a checkpoint
+ * that did not get to delete them and are removed.  The rest are replayed in
+ * order into one memtable; the first torn or CRC-failing record ends the
+ * replay: its file is truncated there (and synced), and every later log file
+ * is removed, so the recovered state is a prefix of the acknowledged writes.
+ * The replayed memtable becomes an immutable memtable tied to the last
+ * replayed log, written out by the background thread like any other; new
+ * writes go to a fresh log file.  So recovery time is bounded by what was not
+ * yet checkpointed (a memtable or two), never by the database size.
+ */
+#include "db.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../space/common.h"
+#include "meta.h"
+
+#define LOG_BUF_BYTES (1u << 20)
+
+/* db_log_name -- path of log file no. */
+int db_log_name(const shale_db *db, uint64_t no, char *buf, size_t n)
+{
+    int len = snprintf(buf, n, "%s/log.%016" PRIx64, db->path, no);
+    return (len < 0 || (size_t)len >= n) ? SHALE_EINVAL : SHALE_OK;
+}
+
+/* validate_options -- SHALE_EINVAL for any out-of-range option. */
+static int validate_options(const shale_options *o)
+{
+    if (o->page_size < SP_MIN_PAGE_SIZE || o->page_size > SP_MAX_PAGE_SIZE ||
+        (o->page_size & (o->page_size - 1)))
+        return SHALE_EINVAL;
+    if (o->memtable_size < (64u << 10) || o->memtable_size > (1u << 30))
+        return SHALE_EINVAL;
+    if (o->cache_size < (256u << 10))
+        return SHALE_EINVAL;
+    if (o->compression < SHALE_COMPRESSION_NONE || o->compression > SHALE_COMPRESSION_ZSTD)
+        return SHALE_EINVAL;
+    if (o->level_factor < 2 || o->level_factor > 100)
+        return SHALE_EINVAL;
+    if (o->max_young_segments < 2 || o->max_young_segments > 64)
+        return SHALE_EINVAL;
+    return SHALE_OK;
+}
+
+/* join_path -- malloc'd dir + "/" + name. */
+static char *join_path(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (p) {
+        memcpy(p, dir, a);
+        p[a] = '/';
+        memcpy(p + a + 1, name, b + 1);
+    }
+    return p;
+}
+
+/* A sorted list of log file numbers found in the directory. */
+typedef struct log_list {
+    uint64_t *no;
+    size_t n, cap;
+} log_list;
+
+/* collect_log -- sp_list_fn adding "log.<hex>" names to a log_list. */
+static int collect_log(void *ctx, const char *name)
+{
+    log_list *l = ctx;
+    char *end;
+    if (strncmp(name, "log.", 4) != 0 || strlen(name) != 20)
+        return 0;
+    uint64_t no = strtoull(name + 4, &end, 16);
+    if (*end)
+        return 0;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        uint64_t *nv = realloc(l->no, cap * sizeof *nv);
+        if (!nv)
+            return SHALE_ENOMEM;
+        l->no = nv;
+        l->cap = cap;
+    }
+    l->no[l->n++] = no;
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* remove_log -- delete log file no. */
+static int remove_log(shale_db *db, uint64_t no)
+{
+    char name[4096];
+    RET(db_log_name(db, no, name, sizeof name));
+    int rc = db->env->remove(db->env, name);
+    return rc == SHALE_ENOENT ? SHALE_OK : rc;
+}
+
+/* replay_log -- apply every valid record of log file no to mt; *torn is set
+ * when the file ends in a torn record (then it is truncated there unless
+ * read-only). */
+static int replay_log(shale_db *db, uint64_t no, mt_table *mt, uint64_t *last_seq, bool *torn,
+                      uint64_t *records)
+{
+    int rc = SHALE_OK;
+    char name[4096];
+    lg_reader *lr = NULL;
+    uint8_t type;
+    uint64_t seq;
+    const void *payload;
+    size_t len;
+
+    ERR(db_log_name(db, no, name, sizeof name));
+    ERR(lg_reader_open(db->env, name, &lr));
+    while ((rc = lg_reader_next(lr, &type, &seq, &payload, &len)) == SHALE_OK) {
+        batch_reader br;
+        batch_op op;
+        if (type != LG_T_BATCH || seq <= *last_seq) {
+            /* An unknown record type or a sequence going backwards cannot be a
+             * torn write: the log is damaged. */
+            ERR_SET(SHALE_ECORRUPT);
+        }
+        ERR(batch_reader_init(&br, payload, len));
+        uint64_t s = seq;
+        while ((rc = batch_reader_next(&br, &op)) == SHALE_OK)
+            ERR(mt_add(mt, s++, op.kind, op.ikey, op.iklen, op.val, op.vlen));
+        ERR(rc);
+        if (s > seq)
+            *last_seq = s - 1;
+        (*records)++;
+    }
+    ERR(rc);
+    rc = SHALE_OK;
+    *torn = lg_reader_valid_end(lr) < lg_reader_file_size(lr);
+    if (*torn && !db->opts.read_only) {
+        sp_file *f = NULL;
+        ERR(db->env->open(db->env, name, 0, &f));
+        rc = db->env->truncate(f, lg_reader_valid_end(lr));
+        if (rc == SHALE_OK)
+            rc = db->env->sync(f);
+        int crc = db->env->close(f);
+        ERR(rc);
+        ERR(crc);
+    }
+err:
+    lg_reader_close(lr);
+    return rc;
+}
+
+/* recover -- replay the logs from log_no on; the result goes into *rec (NULL
+ * when nothing was replayed) and *next_log is the number for the new log. */
+static int recover(shale_db *db, uint64_t log_no, uint64_t *last_seq, ver_mem *rec,
+                   uint64_t *next_log)
+{
+    int rc = SHALE_OK;
+    log_list l = {0};
+    mt_table *mt = NULL;
+    uint64_t records = 0;
+    bool torn = false;
+    size_t i;
+
+    *next_log = log_no;
+    rec->mt = NULL;
+    ERR(db->env->list(db->env, db->path, collect_log, &l));
+    if (l.n)
+        qsort(l.no, l.n, sizeof *l.no, cmp_u64);
+    ERR(mt_create(&mt));
+    for (i = 0; i < l.n; i++) {
+        if (l.no[i] < log_no) {
+            if (!db->opts.read_only)
+                ERR(remove_log(db, l.no[i]));
+            continue;
+        }
+        if (torn) {
+            if (!db->opts.read_only)
+                ERR(remove_log(db, l.no[i]));
+            continue;
+        }
+        ERR(replay_log(db, l.no[i], mt, last_seq, &torn, &records));
+        *next_log = l.no[i] + 1;
+        rec->log_no = l.no[i];
+    }
+    if (!db->opts.read_only)
+        ERR(db->env->sync_dir(db->env, db->path));
+    if (records) {
+        rec->mt = mt;
+        rec->last_seq = *last_seq;
+        mt = NULL;
+        db->recovered = true;
+    }
+err:
+    mt_unref(mt);
+    free(l.no);
+    return rc;
+}
+
+/* db_open_log -- create log file no as the db's current log. */
+int db_open_log(shale_db *db, uint64_t no, db_log **out)
+{
+    int rc = SHALE_OK;
+    char name[4096];
+    db_log *l = calloc(1, sizeof *l);
+    if (!l)
+        return SHALE_ENOMEM;
+    ERR(db_log_name(db, no, name, sizeof name));
+    ERR(lg_writer_open(db->env, name, LOG_BUF_BYTES, &l->lw));
+    rc = db->env->sync_dir(db->env, db->path);
+    if (rc < 0) {
+        lg_writer_close(l->lw, 0);
+        goto err;
+    }
+    l->no = no;
+    atomic_init(&l->refs, 1);
+    *out = l;
+    return SHALE_OK;
+err:
+    free(l);
+    return rc;
+}
+
+/* db_free -- release everything the db holds (no I/O beyond closing). */
+static void db_free(shale_db *db)
+{
+    tree_free_all(db);
+    ver_unref(db->current);
+    if (db->log) {
+        lg_writer_close(db->log->lw, 0);
+        free(db->log);
+    }
+    sp_close(db->sp);
+    if (db->lock)
+        db->env->unlock(db->lock);
+    pthread_mutex_destroy(&db->write_mu);
+    pthread_mutex_destroy(&db->ver_mu);
+    pthread_mutex_destroy(&db->ckpt_mu);
+    pthread_mutex_destroy(&db->tree_mu);
+    pthread_cond_destroy(&db->bg_cv);
+    pthread_cond_destroy(&db->room_cv);
+    free(db->path);
+    free(db);
+}
+
+/* db_alloc -- a zeroed db with its locks initialised. */
+static shale_db *db_alloc(const char *path, const shale_options *opts, sp_env *env)
+{
+    shale_db *db = calloc(1, sizeof *db);
+    if (!db)
+        return NULL;
+    if (!(db->path = strdup(path))) {
+        free(db);
+        return NULL;
+    }
+    db->env = env;
+    db->opts = *opts;
+    pthread_mutex_init(&db->write_mu, NULL);
+    pthread_mutex_init(&db->ver_mu, NULL);
+    pthread_mutex_init(&db->ckpt_mu, NULL);
+    pthread_mutex_init(&db->tree_mu, NULL);
+    pthread_cond_init(&db->bg_cv, NULL);
+    pthread_cond_init(&db->room_cv, NULL);
+    db->next_tree_id = TREE_ID_DEFAULT + 1;
+    return db;
+}
+
+/* open_dir -- create the directory if allowed, and take the lock. */
+static int open_dir(shale_db *db)
+{
+    int rc = db->env->exists(db->env, db->path);
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        if (!db->opts.create_if_missing || db->opts.read_only)
+            return SHALE_ENOENT;
+        rc = db->env->mkdir(db->env, db->path);
+        if (rc < 0 && rc != SHALE_EEXIST)
+            return rc;
+    }
+    char *lock = join_path(db->path, "LOCK");
+    if (!lock)
+        return SHALE_ENOMEM;
+    rc = db->env->lock(db->env, lock, &db->lock);
+    free(lock);
+    return rc;
+}
+
+/* open_space -- open the page file and decode the checkpoint body. */
+static int open_space(shale_db *db, meta_body *m)
+{
+    int rc = SHALE_OK;
+    void *body = NULL;
+    size_t len = 0;
+    bool created = false;
+    char *data = join_path(db->path, "data");
+    sp_config cfg = {
+        .env = db->env,
+        .path = data,
+        .page_size = db->opts.page_size,
+        .cache_bytes = db->opts.cache_size,
+        .create = db->opts.create_if_missing && !db->opts.read_only,
+        .read_only = db->opts.read_only,
+    };
+    if (!data)
+        return SHALE_ENOMEM;
+    ERR(sp_open(&cfg, &db->sp, &body, &len, &created));
+    if (created || len == 0) {
+        memset(m, 0, sizeof *m);
+        m->log_no = 1;
+        m->next_seg_id = 1;
+        m->next_gen = 1;
+        m->level_factor = db->opts.level_factor;
+        m->compression = (uint64_t)db->opts.compression;
+    } else {
+        ERR(meta_decode(db->sp, body, len, m));
+    }
+    db->opts.page_size = sp_page_size(db->sp);
+    db->opts.level_factor = (uint32_t)m->level_factor;
+err:
+    free(body);
+    free(data);
+    return rc;
+}
+
+int db_open_env(const char *path, const shale_options *opts, sp_env *env, shale_db **dbp)
+{
+    int rc = SHALE_OK;
+    shale_options defaults;
+    meta_body m = {0};
+    ver_mem mem = {0}, rec = {0};
+    uint64_t last_seq, next_log;
+    shale_db *db;
+
+    if (!path || !*path || !dbp)
+        return SHALE_EINVAL;
+    *dbp = NULL;
+    if (!opts) {
+        shale_options_default(&defaults);
+        opts = &defaults;
+    }
+    RET(validate_options(opts));
+    if (!(db = db_alloc(path, opts, env)))
+        return SHALE_ENOMEM;
+    ERR(open_dir(db));
+    ERR(open_space(db, &m));
+    db->next_seg_id = m.next_seg_id;
+    db->next_gen = m.next_gen;
+    db->ckpt_seq = m.ckpt_seq;
+    last_seq = m.ckpt_seq;
+    ERR(recover(db, m.log_no, &last_seq, &rec, &next_log));
+    db->ckpt_log_no = m.log_no;
+    atomic_store(&db->last_seq, last_seq);
+    ERR(mt_create(&mem.mt));
+    mem.log_no = next_log;
+    if (!db->opts.read_only)
+        ERR(db_open_log(db, next_log, &db->log));
+    ERR(ver_new(&mem, rec.mt ? &rec : NULL, rec.mt ? 1 : 0, m.segs, m.nsegs, &db->current));
+    ERR(tree_load_catalog(db));
+    if (!db->opts.read_only)
+        ERR(db_start_threads(db));
+    mt_unref(mem.mt);
+    mt_unref(rec.mt);
+    meta_free_segs(&m);
+    *dbp = db;
+    return SHALE_OK;
+err:
+    mt_unref(mem.mt);
+    mt_unref(rec.mt);
+    meta_free_segs(&m);
+    db_free(db);
+    return rc;
+}
+
+/* db_remove_logs_below -- delete every log file numbered below keep. */
+int db_remove_logs_below(shale_db *db, uint64_t keep)
+{
+    int rc = SHALE_OK;
+    log_list l = {0};
+    ERR(db->env->list(db->env, db->path, collect_log, &l));
+    for (size_t i = 0; i < l.n; i++)
+        if (l.no[i] < keep)
+            ERR(remove_log(db, l.no[i]));
+err:
+    free(l.no);
+    return rc;
+}
+
+int shale_close(shale_db *db)
+{
+    int rc = SHALE_OK;
+    if (!db)
+        return SHALE_OK;
+    if (!db->opts.read_only) {
+        db_stop_threads(db);
+        rc = db_bg_error(db);
+        if (rc == SHALE_OK)
+            rc = db_flush_memtables(db);
+        if (rc < 0) {
+            /* Whatever could not be written out stays in the log: make it durable. */
+            pthread_mutex_lock(&db->write_mu);
+            if (db->log)
+                lg_sync(db->log->lw, UINT64_MAX);
+            pthread_mutex_unlock(&db->write_mu);
+        }
+    }
+    db_free(db);
+    return rc;
+}

@@ -1,0 +1,109 @@
+/*
+ * db.h -- the database object shared by the lsm modules (internal).
+ *
+ * Locks, in the order they may be taken:
+ *   write_mu  one writer at a time: sequence numbers, log append, memtable insert,
+ *             memtable switch;
+ *   ckpt_mu   one checkpoint at a time (background threads, close);
+ *   tree_mu   the tree table;
+ *   ver_mu    the current version pointer and the background work flags
+ *             (with bg_cv / room_cv).
+ * Readers take only ver_mu, briefly, to pin a version.
+ *
+ * Files in the database directory:
+ *   data            the page file (space layer)
+ *   log.<16 hex>    write-ahead log files, numbered upward; one per memtable
+ *   LOCK            held with an exclusive lock while open
+ */
+#ifndef SHALE_DB_H
+#define SHALE_DB_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "shale.h"
+#include "../space/env.h"
+#include "../space/space.h"
+#include "batch.h"
+#include "log.h"
+#include "version.h"
+
+#define DB_MAX_IMM 2 /* immutable memtables before writers wait */
+
+/* A log writer shared between the db and writers syncing it. */
+typedef struct db_log {
+    lg_writer *lw;
+    uint64_t no;
+    atomic_int refs;
+} db_log;
+
+struct shale_tree {
+    shale_db *db;
+    uint32_t id;
+    atomic_bool dropped;
+    char *name;
+    struct shale_tree *next;
+};
+
+struct shale_db {
+    char *path;
+    sp_env *env;
+    shale_options opts;
+    sp_lock *lock;
+    sp_space *sp;
+
+    pthread_mutex_t write_mu;
+    db_log *log;
+    atomic_uint_fast64_t last_seq; /* every write <= this is visible */
+
+    pthread_mutex_t ver_mu;
+    pthread_cond_t bg_cv;   /* background threads wait for work */
+    pthread_cond_t room_cv; /* writers wait for a memtable write-out */
+    ver_version *current;
+    bool stopping;
+    bool merging;
+    int bg_error;           /* sticky: first background failure */
+
+    pthread_mutex_t ckpt_mu;
+    uint64_t next_seg_id;
+    uint64_t next_gen;
+    uint64_t ckpt_seq;   /* last sequence number held by segments */
+    uint64_t ckpt_log_no;
+
+    pthread_mutex_t tree_mu;
+    struct shale_tree *trees;
+    uint32_t next_tree_id;
+
+    pthread_t flush_thread, merge_thread, sync_thread;
+    bool threads_started, sync_started;
+
+    bool recovered;
+    atomic_uint_fast64_t st_user_bytes, st_log_bytes, st_flushes, st_merges, st_stalls,
+        st_stall_us, st_checkpoints;
+};
+
+/* Internal entry points shared by the lsm files. */
+int db_open_env(const char *path, const shale_options *opts, sp_env *env, shale_db **dbp);
+int db_write(shale_db *db, shale_batch *b);
+ver_version *db_pin(shale_db *db, uint64_t *snap);
+int db_get_ikey(shale_db *db, ver_version *v, uint64_t snap, const void *ikey, size_t iklen,
+                shale_buf *val);
+int db_bg_error(shale_db *db);
+void db_set_bg_error(shale_db *db, int rc);
+int db_start_threads(shale_db *db);
+void db_stop_threads(shale_db *db);
+int db_flush_memtables(shale_db *db); /* write out every memtable (close) */
+int db_checkpoint(shale_db *db);
+int db_switch_memtable(shale_db *db); /* with write_mu held */
+int db_open_log(shale_db *db, uint64_t no, db_log **out);
+int db_remove_logs_below(shale_db *db, uint64_t keep);
+int db_write_rmw(shale_db *db, shale_batch *b, const void *ikey, size_t iklen, shale_buf *old);
+int db_log_name(const shale_db *db, uint64_t no, char *buf, size_t n);
+int tree_load_catalog(shale_db *db);
+void tree_free_all(shale_db *db);
+bool tree_id_live(shale_db *db, uint32_t id);
+int buf_set(shale_buf *b, const void *p, size_t n);
+
+#endif

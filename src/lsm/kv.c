@@ -1,0 +1,92 @@
+/*
+ * kv.c -- single-key operations on a tree: get, insert, remove.
+ *
+ * Keys are turned into internal keys (tree prefix + key) in a stack buffer
+ * when short, so a get of a short key allocates nothing.
+ */
+#include <stdlib.h>
+
+#include "../pagewriter/node.h"
+#include "../space/common.h"
+#include "db.h"
+
+#define IKEY_STACK 512
+
+/* check_key -- validate a tree handle and key; SHALE_OK or an error. */
+static int check_key(shale_tree *t, const void *key, size_t klen)
+{
+    if (!t || (!key && klen) || atomic_load_explicit(&t->dropped, memory_order_relaxed))
+        return SHALE_EINVAL;
+    if (klen > SHALE_MAX_KEY_SIZE)
+        return SHALE_ETOOBIG;
+    return SHALE_OK;
+}
+
+/* ikey_get -- the internal key in stack (if it fits) or a malloc'd buffer. */
+static uint8_t *ikey_get(shale_tree *t, const void *key, size_t klen, uint8_t *stack)
+{
+    uint8_t *p = klen + IKEY_PREFIX <= IKEY_STACK ? stack : malloc(klen + IKEY_PREFIX);
+    if (p)
+        ikey_make(p, t->id, key, klen);
+    return p;
+}
+
+int shale_get(shale_tree *t, const void *key, size_t klen, shale_buf *val)
+{
+    uint8_t stack[IKEY_STACK];
+    uint64_t snap;
+    if (!val)
+        return SHALE_EINVAL;
+    RET(check_key(t, key, klen));
+    uint8_t *ik = ikey_get(t, key, klen, stack);
+    if (!ik)
+        return SHALE_ENOMEM;
+    ver_version *v = db_pin(t->db, &snap);
+    int rc = db_get_ikey(t->db, v, snap, ik, klen + IKEY_PREFIX, val);
+    ver_unref(v);
+    if (ik != stack)
+        free(ik);
+    return rc;
+}
+
+/* write_one -- a one-op batch, blind or read-modify-write. */
+static int write_one(shale_tree *t, uint8_t kind, const void *key, size_t klen, const void *val,
+                     size_t vlen, shale_buf *old)
+{
+    int rc;
+    uint8_t stack[IKEY_STACK + 64];
+    shale_batch b = {0};
+    RET(check_key(t, key, klen));
+    if ((!val && vlen) || vlen > SHALE_MAX_VALUE_SIZE)
+        return (!val && vlen) ? SHALE_EINVAL : SHALE_ETOOBIG;
+    /* Small batches live on the stack: no allocation per write. */
+    if (klen + vlen + 48 <= sizeof stack) {
+        b.buf = stack;
+        b.cap = sizeof stack;
+    }
+    rc = batch_add(&b, kind, t->id, key, klen, val, vlen);
+    if (rc == SHALE_OK) {
+        if (old) {
+            const uint8_t *ik = b.buf + VARINT_MAX + 1 + varint_len(klen + IKEY_PREFIX);
+            rc = db_write_rmw(t->db, &b, ik, klen + IKEY_PREFIX, old);
+        } else {
+            rc = db_write(t->db, &b);
+        }
+    }
+    if (rc >= 0)
+        atomic_fetch_add_explicit(&t->db->st_user_bytes, klen + vlen, memory_order_relaxed);
+    if (b.buf != stack)
+        free(b.buf);
+    return rc;
+}
+
+int shale_insert(shale_tree *t, const void *key, size_t klen, const void *val, size_t vlen,
+                 shale_buf *old)
+{
+    return write_one(t, NODE_KIND_VALUE, key, klen, val, vlen, old);
+}
+
+int shale_remove(shale_tree *t, const void *key, size_t klen, shale_buf *old)
+{
+    return write_one(t, NODE_KIND_TOMBSTONE, key, klen, NULL, 0, old);
+}

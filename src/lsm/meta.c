@@ -1,0 +1,78 @@
+/*
+ * meta.c -- encoding of the checkpoint body (format in meta.h).
+ */
+#include "meta.h"
+
+#include <stdlib.h>
+
+#include "../space/common.h"
+
+int meta_encode(const meta_body *m, uint8_t **buf, size_t *len)
+{
+    size_t cap = 256, n = 0;
+    uint8_t *b = malloc(cap);
+    if (!b)
+        return SHALE_ENOMEM;
+    put_u32(b, META_MAGIC);
+    put_u32(b + 4, META_VERSION);
+    n = 8;
+    uint64_t fields[] = {m->ckpt_seq,    m->log_no,      m->next_seg_id, m->next_gen,
+                         m->level_factor, m->compression, m->nsegs};
+    for (size_t i = 0; i < ARRAY_LEN(fields); i++)
+        n += varint_put(b + n, fields[i]);
+    for (size_t i = 0; i < m->nsegs; i++) {
+        int rc = seg_encode(m->segs[i], &b, &n, &cap);
+        if (rc < 0) {
+            free(b);
+            return rc;
+        }
+    }
+    *buf = b;
+    *len = n;
+    return SHALE_OK;
+}
+
+int meta_decode(sp_space *sp, const uint8_t *p, size_t len, meta_body *m)
+{
+    int rc = SHALE_OK;
+    const uint8_t *end = p + len;
+    uint64_t nsegs = 0;
+    uint64_t *fields[] = {&m->ckpt_seq,    &m->log_no,      &m->next_seg_id, &m->next_gen,
+                          &m->level_factor, &m->compression, &nsegs};
+    memset(m, 0, sizeof *m);
+    if (len < 8 || get_u32(p) != META_MAGIC)
+        return SHALE_ECORRUPT;
+    if (get_u32(p + 4) != META_VERSION)
+        return SHALE_EFORMAT;
+    p += 8;
+    for (size_t i = 0; i < ARRAY_LEN(fields); i++) {
+        size_t n = varint_get(p, end, fields[i]);
+        if (!n)
+            return SHALE_ECORRUPT;
+        p += n;
+    }
+    if (nsegs > len)
+        return SHALE_ECORRUPT;
+    if (nsegs && !(m->segs = calloc(nsegs, sizeof *m->segs)))
+        return SHALE_ENOMEM;
+    for (; m->nsegs < nsegs; m->nsegs++) {
+        size_t used;
+        ERR(seg_decode(sp, p, (size_t)(end - p), &used, &m->segs[m->nsegs]));
+        p += used;
+    }
+    if (p != end)
+        ERR_SET(SHALE_ECORRUPT);
+    return SHALE_OK;
+err:
+    meta_free_segs(m);
+    return rc;
+}
+
+void meta_free_segs(meta_body *m)
+{
+    for (size_t i = 0; i < m->nsegs; i++)
+        seg_unref(m->segs[i]);
+    free(m->segs);
+    m->segs = NULL;
+    m->nsegs = 0;
+}

@@ -1,0 +1,42 @@
+/*
+ * meta.h -- the body of a checkpoint: what the lsm layer keeps in the header
+ * (space treats it as opaque bytes).
+ *
+ * Encoding (little-endian / varints):
+ *   u32 magic 0x4d4c4853 ("SHLM") | u32 body version (1)
+ *   varint ckpt_seq     last sequence number whose writes the segments hold
+ *   varint log_no       first log file recovery must replay
+ *   varint next_seg_id | varint next_gen
+ *   varint level_factor | varint compression (settings fixed at creation)
+ *   varint segment count, then each segment descriptor (segment.h), newest first
+ */
+#ifndef SHALE_META_H
+#define SHALE_META_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "segment.h"
+
+#define META_MAGIC 0x4d4c4853u
+#define META_VERSION 1u
+
+typedef struct meta_body {
+    uint64_t ckpt_seq;
+    uint64_t log_no;
+    uint64_t next_seg_id;
+    uint64_t next_gen;
+    uint64_t level_factor;
+    uint64_t compression;
+    seg_segment **segs;
+    size_t nsegs;
+} meta_body;
+
+/* meta_encode -- the body into *buf (malloc'd). */
+int meta_encode(const meta_body *m, uint8_t **buf, size_t *len);
+/* meta_decode -- parse a body; segments are opened on sp (each with one
+ * reference, owned by m->segs).  SHALE_ECORRUPT / SHALE_EFORMAT on bad input. */
+int meta_decode(sp_space *sp, const uint8_t *p, size_t len, meta_body *m);
+void meta_free_segs(meta_body *m); /* unref and free m->segs */
+
+#endif

@@ -1,0 +1,76 @@
+/*
+ * read.c -- point reads: pin the current version, then look the key up in the
+ * active memtable, the immutable memtables and the segments, newest first;
+ * the first version of the key found (value or tombstone) is the answer.
+ */
+#include <stdlib.h>
+
+#include "../space/common.h"
+#include "db.h"
+
+/* db_pin -- a reference on the current version and the snapshot sequence to
+ * read it at.  The sequence is read after pinning: every write a segment of
+ * the pinned version holds was published before the version was installed. */
+ver_version *db_pin(shale_db *db, uint64_t *snap)
+{
+    pthread_mutex_lock(&db->ver_mu);
+    ver_version *v = db->current;
+    ver_ref(v);
+    pthread_mutex_unlock(&db->ver_mu);
+    *snap = atomic_load_explicit(&db->last_seq, memory_order_acquire);
+    return v;
+}
+
+int buf_set(shale_buf *b, const void *p, size_t n)
+{
+    if (n > b->cap || !b->data) {
+        size_t cap = n > 2 * b->cap ? n : 2 * b->cap;
+        void *nd = realloc(b->data, cap ? cap : 1);
+        if (!nd)
+            return SHALE_ENOMEM;
+        b->data = nd;
+        b->cap = cap ? cap : 1;
+    }
+    if (n)
+        memcpy(b->data, p, n);
+    b->len = n;
+    return SHALE_OK;
+}
+
+/* mem_lookup -- one memtable: SHALE_OK (value copied), SHALE_NOTFOUND
+ * (tombstone), or 2 when the memtable does not know the key. */
+static int mem_lookup(mt_table *mt, uint64_t snap, const void *ikey, size_t iklen,
+                      shale_buf *val)
+{
+    uint8_t kind;
+    const void *v;
+    size_t vlen;
+    if (mt_get(mt, ikey, iklen, snap, &kind, &v, &vlen) != SHALE_OK)
+        return 2;
+    if (kind == NODE_KIND_TOMBSTONE)
+        return SHALE_NOTFOUND;
+    return buf_set(val, v, vlen);
+}
+
+int db_get_ikey(shale_db *db, ver_version *v, uint64_t snap, const void *ikey, size_t iklen,
+                shale_buf *val)
+{
+    int rc = mem_lookup(v->mem.mt, snap, ikey, iklen, val);
+    for (size_t i = 0; rc == 2 && i < v->nimm; i++)
+        rc = mem_lookup(v->imm[i].mt, snap, ikey, iklen, val);
+    for (size_t i = 0; rc == 2 && i < v->nsegs; i++) {
+        seg_segment *s = v->segs[i];
+        uint8_t kind;
+        if (!seg_may_contain(s, ikey, iklen))
+            continue;
+        int r = seg_get(s, ikey, iklen, &kind, val);
+        if (r == SHALE_NOTFOUND)
+            continue;
+        rc = (r == SHALE_OK && kind == NODE_KIND_TOMBSTONE) ? SHALE_NOTFOUND : r;
+    }
+    if (rc == 2 || rc == SHALE_NOTFOUND) {
+        val->len = 0;
+        return SHALE_NOTFOUND;
+    }
+    return rc;
+}

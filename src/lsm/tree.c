@@ -1,0 +1,238 @@
+/*
+ * tree.c -- named trees and the catalog.
+ *
+ * Every tree is a key range of the one LSM: its keys are prefixed by the
+ * tree's 4-byte big-endian id (batch.h), so batches across trees are atomic
+ * for free.  Id 0 is the catalog itself, id 1 the default tree (""), which
+ * always exists and has no catalog entry.  The catalog maps names to ids:
+ *   key 'n' + name   -> u32 id (little-endian)
+ *   key '#next'      -> u32 next id to hand out (ids are never reused)
+ * Creating a tree is one batch writing both keys, so it is durable and
+ * recovered like any write.  Dropping a tree removes its catalog entry; its
+ * keys become unreachable at once and are skipped when segments are written
+ * or merged (tree_id_live), so a drop costs one small write.  Handles of
+ * dropped trees stay allocated (marked dropped) until close, so a stale
+ * handle gets SHALE_EINVAL rather than freed memory.
+ */
+#include <stdlib.h>
+
+#include "../space/common.h"
+#include "cursor.h"
+#include "db.h"
+
+#define CAT_NAME 'n'
+static const char cat_next_key[] = "#next";
+
+/* tree_add -- a new handle in the table (tree_mu held). */
+static int tree_add(shale_db *db, const char *name, size_t nlen, uint32_t id,
+                    struct shale_tree **out)
+{
+    struct shale_tree *t = calloc(1, sizeof *t);
+    if (!t || !(t->name = malloc(nlen + 1))) {
+        free(t);
+        return SHALE_ENOMEM;
+    }
+    memcpy(t->name, name, nlen);
+    t->name[nlen] = 0;
+    t->db = db;
+    t->id = id;
+    t->next = db->trees;
+    db->trees = t;
+    if (out)
+        *out = t;
+    return SHALE_OK;
+}
+
+/* tree_find -- the live handle named name, or NULL (tree_mu held). */
+static struct shale_tree *tree_find(shale_db *db, const char *name)
+{
+    for (struct shale_tree *t = db->trees; t; t = t->next)
+        if (!t->dropped && strcmp(t->name, name) == 0)
+            return t;
+    return NULL;
+}
+
+/* load_entry -- one catalog entry read at open. */
+static int load_entry(shale_db *db, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl)
+{
+    if (vl != 4)
+        return SHALE_ECORRUPT;
+    uint32_t id = get_u32(v);
+    if (kl == sizeof cat_next_key - 1 && memcmp(k, cat_next_key, kl) == 0) {
+        if (id > db->next_tree_id)
+            db->next_tree_id = id;
+        return SHALE_OK;
+    }
+    if (kl < 1 || k[0] != CAT_NAME || kl - 1 > SHALE_MAX_TREE_NAME || id <= TREE_ID_DEFAULT)
+        return SHALE_ECORRUPT;
+    if (memchr(k + 1, 0, kl - 1))
+        return SHALE_ECORRUPT;
+    if (id >= db->next_tree_id)
+        db->next_tree_id = id + 1;
+    return tree_add(db, (const char *)k + 1, kl - 1, id, NULL);
+}
+
+int tree_load_catalog(shale_db *db)
+{
+    int rc = SHALE_OK;
+    uint64_t snap;
+    cur_cursor *c = NULL;
+    uint8_t lo[IKEY_PREFIX], hi[IKEY_PREFIX];
+    ver_version *v = db_pin(db, &snap);
+    put_be32(lo, TREE_ID_CATALOG);
+    put_be32(hi, TREE_ID_CATALOG + 1);
+    ERR(tree_add(db, "", 0, TREE_ID_DEFAULT, NULL));
+    ERR(cur_open(v, snap, true, 0, v->nsegs, true, &c));
+    ERR(cur_set_bounds(c, lo, sizeof lo, hi, sizeof hi));
+    for (rc = cur_first(c); rc == SHALE_OK; rc = cur_next(c)) {
+        size_t kl, vl;
+        const uint8_t *k = cur_key(c, &kl);
+        const void *val;
+        ERR(cur_value(c, &val, &vl));
+        ERR(load_entry(db, k + IKEY_PREFIX, kl - IKEY_PREFIX, val, vl));
+    }
+    if (rc == SHALE_NOTFOUND)
+        rc = SHALE_OK;
+err:
+    cur_close(c);
+    ver_unref(v);
+    return rc;
+}
+
+void tree_free_all(shale_db *db)
+{
+    struct shale_tree *t = db->trees, *n;
+    for (; t; t = n) {
+        n = t->next;
+        free(t->name);
+        free(t);
+    }
+    db->trees = NULL;
+}
+
+bool tree_id_live(shale_db *db, uint32_t id)
+{
+    if (id <= TREE_ID_DEFAULT)
+        return true;
+    bool live = false;
+    pthread_mutex_lock(&db->tree_mu);
+    if (id >= db->next_tree_id)
+        live = true; /* being created right now */
+    for (struct shale_tree *t = db->trees; t && !live; t = t->next)
+        if (t->id == id && !t->dropped)
+            live = true;
+    pthread_mutex_unlock(&db->tree_mu);
+    return live;
+}
+
+/* catalog_key -- 'n' + name into buf. */
+static size_t catalog_key(uint8_t *buf, const char *name, size_t nlen)
+{
+    buf[0] = CAT_NAME;
+    memcpy(buf + 1, name, nlen);
+    return nlen + 1;
+}
+
+/* create_tree -- write the catalog entry for a new tree (tree_mu held). */
+static int create_tree(shale_db *db, const char *name, size_t nlen, struct shale_tree **out)
+{
+    int rc = SHALE_OK;
+    uint8_t key[SHALE_MAX_TREE_NAME + 1], idv[4], nextv[4];
+    shale_batch b = {0};
+    uint32_t id = db->next_tree_id;
+    put_u32(idv, id);
+    put_u32(nextv, id + 1);
+    ERR(batch_add(&b, NODE_KIND_VALUE, TREE_ID_CATALOG, key, catalog_key(key, name, nlen), idv,
+                  4));
+    ERR(batch_add(&b, NODE_KIND_VALUE, TREE_ID_CATALOG, cat_next_key, sizeof cat_next_key - 1,
+                  nextv, 4));
+    ERR(db_write(db, &b));
+    db->next_tree_id = id + 1;
+    ERR(tree_add(db, name, nlen, id, out));
+err:
+    free(b.buf);
+    return rc;
+}
+
+int shale_open_tree(shale_db *db, const char *name, shale_tree **treep)
+{
+    int rc = SHALE_OK;
+    if (!db || !treep)
+        return SHALE_EINVAL;
+    if (!name)
+        name = "";
+    size_t nlen = strlen(name);
+    if (nlen > SHALE_MAX_TREE_NAME)
+        return SHALE_EINVAL;
+    pthread_mutex_lock(&db->tree_mu);
+    struct shale_tree *t = tree_find(db, name);
+    if (!t) {
+        if (db->opts.read_only)
+            ERR_SET(SHALE_EREADONLY);
+        ERR(create_tree(db, name, nlen, &t));
+    }
+    *treep = t;
+err:
+    pthread_mutex_unlock(&db->tree_mu);
+    return rc;
+}
+
+/* clear_tree -- delete every key of tree t in one batch. */
+static int clear_tree(shale_db *db, struct shale_tree *t)
+{
+    int rc = SHALE_OK;
+    uint64_t snap;
+    cur_cursor *c = NULL;
+    shale_batch b = {0};
+    uint8_t lo[IKEY_PREFIX], hi[IKEY_PREFIX];
+    ver_version *v = db_pin(db, &snap);
+    put_be32(lo, t->id);
+    put_be32(hi, t->id + 1);
+    ERR(cur_open(v, snap, true, 0, v->nsegs, true, &c));
+    ERR(cur_set_bounds(c, lo, sizeof lo, hi, sizeof hi));
+    for (rc = cur_first(c); rc == SHALE_OK; rc = cur_next(c)) {
+        size_t kl;
+        const uint8_t *k = cur_key(c, &kl);
+        ERR(batch_add(&b, NODE_KIND_TOMBSTONE, t->id, k + IKEY_PREFIX, kl - IKEY_PREFIX, NULL,
+                      0));
+    }
+    ERR(rc == SHALE_NOTFOUND ? SHALE_OK : rc);
+    rc = db_write(db, &b);
+err:
+    free(b.buf);
+    cur_close(c);
+    ver_unref(v);
+    return rc;
+}
+
+int shale_drop_tree(shale_db *db, const char *name)
+{
+    int rc = SHALE_OK;
+    uint8_t key[SHALE_MAX_TREE_NAME + 1];
+    shale_batch b = {0};
+    if (!db)
+        return SHALE_EINVAL;
+    if (!name)
+        name = "";
+    size_t nlen = strlen(name);
+    if (nlen > SHALE_MAX_TREE_NAME)
+        return SHALE_EINVAL;
+    if (db->opts.read_only)
+        return SHALE_EREADONLY;
+    pthread_mutex_lock(&db->tree_mu);
+    struct shale_tree *t = tree_find(db, name);
+    if (!t)
+        ERR_SET(SHALE_NOTFOUND);
+    if (t->id == TREE_ID_DEFAULT) {
+        rc = clear_tree(db, t);
+        goto err;
+    }
+    ERR(batch_add(&b, NODE_KIND_TOMBSTONE, TREE_ID_CATALOG, key, catalog_key(key, name, nlen),
+                  NULL, 0));
+    ERR(db_write(db, &b));
+    t->dropped = true;
+err:
+    pthread_mutex_unlock(&db->tree_mu);
+    free(b.buf);
+    return rc;
+}

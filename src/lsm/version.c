@@ -1,0 +1,55 @@
+/*
+ * version.c -- construction and lifetime of versions (see version.h).
+ */
+#include "version.h"
+
+#include <stdlib.h>
+
+#include "../space/common.h"
+
+int ver_new(const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segment *const *segs,
+            size_t nsegs, ver_version **vp)
+{
+    ver_version *v = calloc(1, sizeof *v);
+    if (!v)
+        return SHALE_ENOMEM;
+    if (nimm && !(v->imm = malloc(nimm * sizeof *v->imm)))
+        goto nomem;
+    if (nsegs && !(v->segs = malloc(nsegs * sizeof *v->segs)))
+        goto nomem;
+    atomic_init(&v->refs, 1);
+    v->mem = *mem;
+    mt_ref(v->mem.mt);
+    for (size_t i = 0; i < nimm; i++) {
+        v->imm[i] = imm[i];
+        mt_ref(imm[i].mt);
+    }
+    v->nimm = nimm;
+    for (size_t i = 0; i < nsegs; i++) {
+        v->segs[i] = segs[i];
+        seg_ref(segs[i]);
+    }
+    v->nsegs = nsegs;
+    *vp = v;
+    return SHALE_OK;
+nomem:
+    free(v->imm);
+    free(v);
+    return SHALE_ENOMEM;
+}
+
+void ver_ref(ver_version *v) { atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed); }
+
+void ver_unref(ver_version *v)
+{
+    if (!v || atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    mt_unref(v->mem.mt);
+    for (size_t i = 0; i < v->nimm; i++)
+        mt_unref(v->imm[i].mt);
+    for (size_t i = 0; i < v->nsegs; i++)
+        seg_unref(v->segs[i]);
+    free(v->imm);
+    free(v->segs);
+    free(v);
+}

@@ -1,0 +1,45 @@
+/*
+ * version.h -- an immutable, reference-counted view of the database: the
+ * active memtable, the immutable memtables waiting to be written out, and the
+ * segments, each list newest first.
+ *
+ * Every read, iterator and snapshot pins the current version; a memtable
+ * switch, a write-out or a merge installs a new one (under db->ver_mu) and
+ * drops the db's reference to the old.  A version holds a reference on each
+ * memtable and segment it lists, so whatever a reader can reach stays alive
+ * (and its pages unreused) until the reader lets go.
+ */
+#ifndef SHALE_VERSION_H
+#define SHALE_VERSION_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "memtable.h"
+#include "segment.h"
+
+/* A memtable and the log file that holds its writes. */
+typedef struct ver_mem {
+    mt_table *mt;
+    uint64_t log_no;
+    uint64_t last_seq; /* for immutable ones: the last sequence it holds */
+} ver_mem;
+
+typedef struct ver_version {
+    atomic_int refs;
+    ver_mem mem;    /* the active memtable */
+    ver_mem *imm;   /* immutable memtables, newest first */
+    size_t nimm;
+    seg_segment **segs; /* newest first */
+    size_t nsegs;
+} ver_version;
+
+/* ver_new -- a version with the given lists; takes new references on each
+ * memtable and segment.  The version starts with one reference. */
+int ver_new(const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segment *const *segs,
+            size_t nsegs, ver_version **vp);
+void ver_ref(ver_version *v);
+void ver_unref(ver_version *v); /* NULL ok; the last reference frees */
+
+#endif

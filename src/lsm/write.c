@@ -1,0 +1,210 @@
+/*
+ * write.c -- the write path, top to bottom.
+ *
+ * A write (a batch; a single insert or remove is a batch of one) is, under
+ * write_mu: take the next sequence numbers, append one log record to the log
+ * buffer, insert every op into the active memtable, publish the new last
+ * sequence (readers see the whole batch or none of it).  Then, outside the
+ * lock and only when asked (sync_writes), sync the log up to the record: one
+ * thread's fdatasync covers every record appended before it (group commit).
+ *
+ * When the active memtable is full the writer switches: the old log is synced
+ * in full (so no later record can be durable while an earlier one is not:
+ * recovery stays a prefix), a new log file and memtable start, and the old
+ * memtable joins the immutable list for the background thread.  If
+ * DB_MAX_IMM memtables are already waiting, the writer waits for a write-out
+ * (counted in the stall statistics).
+ */
+#include <stdlib.h>
+#include <time.h>
+
+#include "../space/common.h"
+#include "db.h"
+
+/* log_unref -- drop a reference on a shared log writer; the last closes it. */
+static void log_unref(db_log *l)
+{
+    if (l && atomic_fetch_sub(&l->refs, 1) == 1) {
+        lg_writer_close(l->lw, 0);
+        free(l);
+    }
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* wait_for_room -- with ver_mu held: wait while too many memtables are queued. */
+static int wait_for_room(shale_db *db)
+{
+    uint64_t t0 = 0;
+    while (db->current->nimm >= DB_MAX_IMM && !db->bg_error && !db->stopping) {
+        if (!t0) {
+            t0 = now_us();
+            atomic_fetch_add(&db->st_stalls, 1);
+        }
+        pthread_cond_wait(&db->room_cv, &db->ver_mu);
+    }
+    if (t0)
+        atomic_fetch_add(&db->st_stall_us, now_us() - t0);
+    return db->bg_error;
+}
+
+int db_switch_memtable(shale_db *db)
+{
+    int rc = SHALE_OK;
+    db_log *nl = NULL, *old = db->log;
+    mt_table *mt = NULL;
+    ver_version *v = NULL;
+
+    pthread_mutex_lock(&db->ver_mu);
+    rc = wait_for_room(db);
+    pthread_mutex_unlock(&db->ver_mu);
+    RET(rc);
+    /* The old log must be durable before any record of the new one can be. */
+    RET(lg_sync(old->lw, UINT64_MAX));
+    RET(mt_create(&mt));
+    ERR(db_open_log(db, old->no + 1, &nl));
+
+    pthread_mutex_lock(&db->ver_mu);
+    ver_version *cur = db->current;
+    ver_mem *imm = malloc((cur->nimm + 1) * sizeof *imm);
+    if (!imm) {
+        pthread_mutex_unlock(&db->ver_mu);
+        ERR_SET(SHALE_ENOMEM);
+    }
+    imm[0] = cur->mem;
+    imm[0].last_seq = atomic_load(&db->last_seq);
+    if (cur->nimm)
+        memcpy(imm + 1, cur->imm, cur->nimm * sizeof *imm);
+    ver_mem mem = {.mt = mt, .log_no = nl->no};
+    rc = ver_new(&mem, imm, cur->nimm + 1, cur->segs, cur->nsegs, &v);
+    free(imm);
+    if (rc == SHALE_OK) {
+        db->current = v;
+        pthread_cond_broadcast(&db->bg_cv);
+    }
+    pthread_mutex_unlock(&db->ver_mu);
+    ERR(rc);
+    ver_unref(cur);
+    db->log = nl;
+    nl = NULL;
+    log_unref(old);
+err:
+    mt_unref(mt);
+    log_unref(nl);
+    return rc;
+}
+
+/* write_locked -- append and apply batch b with write_mu held; *log gets a
+ * reference on the log written to and *end the offset to sync up to. */
+static int write_locked(shale_db *db, shale_batch *b, db_log **log, uint64_t *end)
+{
+    const uint8_t *payload;
+    size_t len;
+    batch_reader br;
+    batch_op op;
+    int rc;
+
+    RET(db_bg_error(db));
+    if (mt_bytes(db->current->mem.mt) >= db->opts.memtable_size)
+        RET(db_switch_memtable(db));
+    RET(batch_payload(b, &payload, &len));
+    if (len > LG_MAX_PAYLOAD)
+        return SHALE_ETOOBIG;
+    uint64_t seq = atomic_load_explicit(&db->last_seq, memory_order_relaxed) + 1;
+    RET(lg_append(db->log->lw, LG_T_BATCH, seq, payload, len, end));
+    /* From here the write is in the log: a failure to apply it to the memtable
+     * would make memory and log disagree, so it turns the db read-only. */
+    mt_table *mt = db->current->mem.mt;
+    uint64_t s = seq;
+    RET(batch_reader_init(&br, payload, len));
+    while ((rc = batch_reader_next(&br, &op)) == SHALE_OK) {
+        rc = mt_add(mt, s++, op.kind, op.ikey, op.iklen, op.val, op.vlen);
+        if (rc < 0)
+            break;
+    }
+    if (rc < 0) {
+        db_set_bg_error(db, rc);
+        return rc;
+    }
+    atomic_store_explicit(&db->last_seq, s - 1, memory_order_release);
+    atomic_fetch_add_explicit(&db->st_log_bytes, len + LG_HDR, memory_order_relaxed);
+    if (log) {
+        *log = db->log;
+        atomic_fetch_add(&db->log->refs, 1);
+    }
+    return SHALE_OK;
+}
+
+/* db_write_sync -- sync the log reference taken by write_locked, then drop it. */
+static int db_write_sync(shale_db *db, db_log *log, uint64_t end)
+{
+    int rc = SHALE_OK;
+    if (log) {
+        rc = lg_sync(log->lw, end);
+        log_unref(log);
+        if (rc < 0)
+            db_set_bg_error(db, rc);
+    }
+    return rc;
+}
+
+int db_write(shale_db *db, shale_batch *b)
+{
+    db_log *log = NULL;
+    uint64_t end = 0;
+    int rc;
+    if (db->opts.read_only)
+        return SHALE_EREADONLY;
+    if (b->count == 0)
+        return SHALE_OK;
+    pthread_mutex_lock(&db->write_mu);
+    rc = write_locked(db, b, db->opts.sync_writes ? &log : NULL, &end);
+    pthread_mutex_unlock(&db->write_mu);
+    RET(rc);
+    return db_write_sync(db, log, end);
+}
+
+/* db_write_rmw -- apply b atomically after reading the current value of
+ * ikey into *old (SHALE_NOTFOUND when absent): read and write happen under
+ * write_mu, so no other write can come between them. */
+int db_write_rmw(shale_db *db, shale_batch *b, const void *ikey, size_t iklen, shale_buf *old)
+{
+    db_log *log = NULL;
+    uint64_t end = 0, snap;
+    int rc, found;
+    if (db->opts.read_only)
+        return SHALE_EREADONLY;
+    pthread_mutex_lock(&db->write_mu);
+    ver_version *v = db_pin(db, &snap);
+    found = db_get_ikey(db, v, snap, ikey, iklen, old);
+    ver_unref(v);
+    rc = found;
+    if (found >= 0)
+        rc = write_locked(db, b, db->opts.sync_writes ? &log : NULL, &end);
+    pthread_mutex_unlock(&db->write_mu);
+    RET(rc);
+    RET(db_write_sync(db, log, end));
+    return found;
+}
+
+int shale_flush(shale_db *db)
+{
+    if (!db)
+        return SHALE_EINVAL;
+    if (db->opts.read_only)
+        return SHALE_OK;
+    pthread_mutex_lock(&db->write_mu);
+    int rc = db_bg_error(db);
+    db_log *log = db->log;
+    uint64_t end = rc == SHALE_OK ? lg_size(log->lw) : 0;
+    if (rc == SHALE_OK)
+        atomic_fetch_add(&log->refs, 1);
+    pthread_mutex_unlock(&db->write_mu);
+    RET(rc);
+    return db_write_sync(db, log, end);
+}

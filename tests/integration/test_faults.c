@@ -1,0 +1,208 @@
+/*
+ * test_faults.c -- fail each env call of a short workload in turn.
+ *
+ * A base database (batches 1..BASE of workload.h, closed cleanly) is reopened
+ * and given a short workload: open, batches, flush, enough batches for a
+ * memtable write-out (and its checkpoint), flush, close.  A healthy run
+ * counts the env calls it makes; then, for each call index i, a fresh copy
+ * runs the workload with the i-th call failing -- once, or from then on (a
+ * dead disk), or (a third variant) the i-th write failing torn with
+ * SHALE_ENOSPC.  Every API call must return success or a negative error
+ * (never crash, hang or abort); the workload stops applying batches at the
+ * first error, flushes and closes.  Then the env is made healthy (and, every
+ * other run, loses its unsynced writes), the database must reopen and hold
+ * batches 1..G with G at least the last batch a successful flush (or close)
+ * covered and at most the last batch attempted.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../src/lsm/db.h"
+#include "../support/memenv.h"
+#include "../support/testutil.h"
+#include "workload.h"
+
+#define DBPATH "db"
+#define BASE 30     /* batches in the base database */
+#define PHASE1 20   /* batches before the first flush */
+#define PHASE2 60   /* then enough for a 64 KiB memtable write-out */
+
+typedef struct fault_res {
+    uint64_t flushed, acked, attempted;
+    int first_error;
+} fault_res;
+
+static void fault_opts(shale_options *o)
+{
+    shale_options_default(o);
+    o->memtable_size = 64u << 10;
+    o->page_size = 1024;
+    o->cache_size = 256u << 10;
+    o->max_young_segments = 2;
+    o->flush_every_ms = 0;
+}
+
+/* build_base -- a fresh env holding batches 1..BASE, closed cleanly. */
+static memenv *build_base(uint64_t seed)
+{
+    memenv *m = memenv_create();
+    shale_options o;
+    shale_db *db;
+    shale_tree *trees[WL_TREES];
+    shale_batch *b;
+
+    cr_assert_not_null(m);
+    fault_opts(&o);
+    cr_assert_eq(db_open_env(DBPATH, &o, memenv_env(m), &db), SHALE_OK);
+    cr_assert_eq(wl_open_trees(db, trees), SHALE_OK);
+    cr_assert_eq(shale_batch_new(&b), SHALE_OK);
+    for (uint64_t g = 1; g <= BASE; g++) {
+        cr_assert_eq(wl_fill(b, trees, seed, g), SHALE_OK);
+        cr_assert_eq(shale_batch_apply(db, b), SHALE_OK);
+    }
+    shale_batch_free(b);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+    return m;
+}
+
+/* check_rc -- an API result must be success or a negative error. */
+static int check_rc(int rc, const char *what, uint64_t i, fault_res *r)
+{
+    cr_assert(rc == SHALE_OK || rc < 0, "fault at call %" PRIu64 ": %s returned %d", i, what, rc);
+    if (rc < 0 && r->first_error == 0)
+        r->first_error = rc;
+    return rc;
+}
+
+/* workload -- the faulted run; i is only for messages. */
+static void workload(memenv *m, uint64_t seed, uint64_t i, fault_res *r)
+{
+    shale_options o;
+    shale_db *db = NULL;
+    shale_tree *trees[WL_TREES];
+    shale_batch *b;
+    int rc;
+
+    fault_opts(&o);
+    r->flushed = r->acked = r->attempted = BASE;
+    r->first_error = 0;
+    rc = check_rc(db_open_env(DBPATH, &o, memenv_env(m), &db), "open", i, r);
+    if (rc < 0) {
+        cr_assert_null(db, "a failed open must not hand out a db");
+        return;
+    }
+    cr_assert_eq(shale_batch_new(&b), SHALE_OK);
+    rc = check_rc(wl_open_trees(db, trees), "open_tree", i, r);
+    for (uint64_t g = BASE + 1; rc == SHALE_OK && g <= BASE + PHASE1 + PHASE2; g++) {
+        cr_assert_eq(wl_fill(b, trees, seed, g), SHALE_OK);
+        r->attempted = g;
+        rc = check_rc(shale_batch_apply(db, b), "batch_apply", i, r);
+        if (rc == SHALE_OK)
+            r->acked = g;
+        if (rc == SHALE_OK && (g == BASE + PHASE1 || g == BASE + PHASE1 + PHASE2)) {
+            rc = check_rc(shale_flush(db), "flush", i, r);
+            if (rc == SHALE_OK)
+                r->flushed = g;
+        }
+    }
+    shale_batch_free(b);
+    if (rc < 0) {
+        /* After an error: a flush that succeeds covers every acked batch. */
+        if (check_rc(shale_flush(db), "flush after error", i, r) == SHALE_OK)
+            r->flushed = r->acked;
+    }
+    if (check_rc(shale_close(db), "close", i, r) == SHALE_OK)
+        r->flushed = r->acked;
+}
+
+/* verify -- healthy env (after an optional power loss): reopen and check. */
+static void verify(memenv *m, uint64_t seed, const fault_res *r, bool power_loss, uint64_t i,
+                   const char *variant)
+{
+    shale_options o;
+    shale_db *db = NULL;
+    wl_model model;
+    char err[512];
+
+    memenv_set_fault(m, NULL);
+    if (power_loss)
+        cr_assert_eq(memenv_power_loss(m, seed ^ i), SHALE_OK);
+    fault_opts(&o);
+    int rc = db_open_env(DBPATH, &o, memenv_env(m), &db);
+    cr_assert_eq(rc, SHALE_OK, "%s fault at call %" PRIu64 ": healthy reopen%s failed: %s",
+                 variant, i, power_loss ? " after power loss" : "", shale_strerror(rc));
+    wl_model_init(&model, seed);
+    int64_t G = wl_check(db, &model, r->flushed, r->attempted, err, sizeof err);
+    cr_assert(G >= 0,
+              "%s fault at call %" PRIu64 "%s (first error %s): %s [flushed %" PRIu64
+              ", acked %" PRIu64 ", attempted %" PRIu64 "]",
+              variant, i, power_loss ? ", then power loss" : "",
+              r->first_error ? shale_strerror(r->first_error) : "none", err, r->flushed, r->acked,
+              r->attempted);
+    rc = shale_close(db);
+    cr_assert_eq(rc, SHALE_OK, "%s fault at call %" PRIu64 ": close after recovery: %s", variant,
+                 i, shale_strerror(rc));
+}
+
+/* count_calls -- env calls (of kinds) made by a healthy workload. */
+static uint64_t count_calls(uint64_t seed, unsigned kinds)
+{
+    fault_res r;
+    memenv *m = build_base(seed);
+    memenv_reset_counts(m);
+    workload(m, seed, 0, &r);
+    uint64_t n = memenv_op_count(m, kinds);
+    cr_assert_eq(r.first_error, 0, "the healthy workload failed: %s", shale_strerror(r.first_error));
+    cr_assert_eq(r.flushed, BASE + PHASE1 + PHASE2);
+    verify(m, seed, &r, true, 0, "no");
+    memenv_destroy(m);
+    return n;
+}
+
+static void run_variant(const char *variant, unsigned kinds, bool sticky, bool torn, int code)
+{
+    uint64_t seed = tu_seed();
+    uint64_t n = count_calls(seed, kinds);
+    uint64_t cap = tu_scaled(1500), step = n > cap ? (n + cap - 1) / cap : 1;
+    uint64_t runs = 0, failed_runs = 0, injected = 0;
+
+    fprintf(stderr, "faults/%s: seed %" PRIu64 ", %" PRIu64 " env calls, every %" PRIu64 "\n",
+            variant, seed, n, step);
+    /* A few past the count too: background work varies from run to run. */
+    for (uint64_t i = 1 + (seed % step); i <= n + 8; i += step) {
+        memenv *m = build_base(seed);
+        fault_res r;
+        memenv_fault f = {.n = i, .kinds = kinds, .code = code, .sticky = sticky, .torn = torn,
+                          .seed = seed + i};
+        memenv_reset_counts(m);
+        memenv_set_fault(m, &f);
+        workload(m, seed, i, &r);
+        injected += memenv_faults_injected(m) > 0;
+        failed_runs += r.first_error != 0;
+        verify(m, seed, &r, (i & 1) == 0, i, variant);
+        memenv_destroy(m);
+        runs++;
+    }
+    fprintf(stderr,
+            "faults/%s: %" PRIu64 " runs, %" PRIu64 " with a fault injected, %" PRIu64
+            " saw an API error\n",
+            variant, runs, injected, failed_runs);
+    cr_assert(injected > 0, "no fault was ever injected");
+}
+
+Test(faults, each_failed_call_once_leaves_a_consistent_prefix, .timeout = 900)
+{
+    run_variant("once", MEM_OP_ALL, false, false, SHALE_EIO);
+}
+
+Test(faults, dead_disk_from_each_call_leaves_a_consistent_prefix, .timeout = 900)
+{
+    run_variant("sticky", MEM_OP_ALL, true, false, SHALE_EIO);
+}
+
+Test(faults, torn_enospc_write_leaves_a_consistent_prefix, .timeout = 900)
+{
+    run_variant("enospc-torn-write", MEM_OP_WRITE, false, true, SHALE_ENOSPC);
+}

@@ -1,0 +1,680 @@
+/*
+ * test_model.c -- random operations against a plain in-memory ordered map.
+ *
+ * Two trees; a mix of blind and read-modify-write inserts and removes, gets,
+ * batches across both trees, scans in both directions with random bounds,
+ * seek / seek_prev followed by next/prev with direction changes, iterators
+ * held open across writes (their snapshot must not move), flushes and
+ * close + reopen.  Every result is compared with the model, a sorted array
+ * per tree.  Keys include the empty key, keys that share long prefixes (and
+ * are prefixes of each other), keys over 512 bytes and a few within a few
+ * bytes of SHALE_MAX_KEY_SIZE; values include empty ones and some over 2 KiB.
+ * The memtable is small and merges are frequent, so most reads go through
+ * segments written out and merged underneath.
+ */
+#include <criterion/criterion.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../support/testutil.h"
+#include "shale.h"
+
+#define NTREES 2
+#define POOL 3000 /* distinct key indexes */
+
+/* ---- the model --------------------------------------------------------- */
+
+typedef struct ment {
+    uint8_t *k;
+    size_t kl;
+    uint8_t *v;
+    size_t vl;
+} ment;
+
+typedef struct mtree {
+    ment *e;
+    size_t n, cap;
+} mtree;
+
+static int kcmp(const void *a, size_t al, const void *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    return c ? c : (al > bl) - (al < bl);
+}
+
+/* lower -- index of the first entry >= key. */
+static size_t lower(const mtree *t, const void *k, size_t kl)
+{
+    size_t lo = 0, hi = t->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (kcmp(t->e[mid].k, t->e[mid].kl, k, kl) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* upper -- index of the first entry > key. */
+static size_t upper(const mtree *t, const void *k, size_t kl)
+{
+    size_t i = lower(t, k, kl);
+    return (i < t->n && kcmp(t->e[i].k, t->e[i].kl, k, kl) == 0) ? i + 1 : i;
+}
+
+static uint8_t *dup(const void *p, size_t n)
+{
+    uint8_t *d = malloc(n ? n : 1);
+    cr_assert_not_null(d);
+    if (n)
+        memcpy(d, p, n);
+    return d;
+}
+
+static ment *m_find(mtree *t, const void *k, size_t kl)
+{
+    size_t i = lower(t, k, kl);
+    return (i < t->n && kcmp(t->e[i].k, t->e[i].kl, k, kl) == 0) ? &t->e[i] : NULL;
+}
+
+static void m_put(mtree *t, const void *k, size_t kl, const void *v, size_t vl)
+{
+    size_t i = lower(t, k, kl);
+    if (i < t->n && kcmp(t->e[i].k, t->e[i].kl, k, kl) == 0) {
+        free(t->e[i].v);
+        t->e[i].v = dup(v, vl);
+        t->e[i].vl = vl;
+        return;
+    }
+    if (t->n == t->cap) {
+        t->cap = t->cap ? 2 * t->cap : 256;
+        t->e = realloc(t->e, t->cap * sizeof *t->e);
+        cr_assert_not_null(t->e);
+    }
+    memmove(&t->e[i + 1], &t->e[i], (t->n - i) * sizeof *t->e);
+    t->e[i] = (ment){dup(k, kl), kl, dup(v, vl), vl};
+    t->n++;
+}
+
+static void m_del(mtree *t, const void *k, size_t kl)
+{
+    size_t i = lower(t, k, kl);
+    if (i < t->n && kcmp(t->e[i].k, t->e[i].kl, k, kl) == 0) {
+        free(t->e[i].k);
+        free(t->e[i].v);
+        memmove(&t->e[i], &t->e[i + 1], (t->n - i - 1) * sizeof *t->e);
+        t->n--;
+    }
+}
+
+static void m_free(mtree *t)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        free(t->e[i].k);
+        free(t->e[i].v);
+    }
+    free(t->e);
+    memset(t, 0, sizeof *t);
+}
+
+/* m_copy_range -- a deep copy of entries [a, b) (a snapshot). */
+static void m_copy_range(const mtree *t, size_t a, size_t b, mtree *out)
+{
+    memset(out, 0, sizeof *out);
+    for (size_t i = a; i < b; i++)
+        m_put(out, t->e[i].k, t->e[i].kl, t->e[i].v, t->e[i].vl);
+}
+
+/* ---- keys and values ----------------------------------------------------- */
+
+typedef struct ctx {
+    tu_rng rng;
+    uint64_t seed;
+    char dir[256];
+    shale_options opts;
+    shale_db *db;
+    shale_tree *t[NTREES];
+    mtree m[NTREES];
+    shale_buf buf, old;
+    uint8_t *kbuf, *kbuf2, *vbuf;
+    uint64_t op;
+    uint64_t stats[16];
+} ctx;
+
+static uint8_t prefix_bytes[1200];
+
+/* pool_key -- key number i of the pool. */
+static size_t pool_key(uint64_t i, uint8_t *out)
+{
+    uint64_t h = i * 0x9e3779b97f4a7c15ull;
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 32;
+    if (i == 0)
+        return 0;
+    if (i % 400 == 7) {
+        /* Within a few bytes of the limit. */
+        size_t n = SHALE_MAX_KEY_SIZE - 4 - (size_t)(h % 8); /* TEMP */
+        memset(out, 'M', n);
+        memcpy(out + n - 8, &i, 8);
+        return n;
+    }
+    switch (i % 4) {
+    case 0:
+    case 1: {
+        /* Short binary keys (zero and 0xff bytes included). */
+        size_t n = 1 + (size_t)(h % 12);
+        for (size_t j = 0; j < n; j++)
+            out[j] = (uint8_t)(h >> (j * 5));
+        out[0] = (uint8_t)(i >> 4);
+        return n;
+    }
+    case 2: {
+        /* A shared prefix of 8..1000 bytes plus a short suffix: some keys
+         * are prefixes of others, some are over 512 bytes. */
+        static const size_t plens[] = {8, 100, 300, 511, 512, 513, 1000};
+        size_t p = plens[h % 7], s = (size_t)((h >> 8) % 4);
+        memcpy(out, prefix_bytes, p);
+        for (size_t j = 0; j < s; j++)
+            out[p + j] = (uint8_t)(h >> (16 + 8 * j));
+        return p + s;
+    }
+    default:
+        return (size_t)sprintf((char *)out, "key/%08llu", (unsigned long long)(h % 100000));
+    }
+}
+
+/* pick_key -- mostly pool keys (rarely the huge ones), sometimes random bytes. */
+static size_t pick_key(ctx *c, uint8_t *out)
+{
+    if (tu_rng_range(&c->rng, 20) == 0) {
+        size_t n = (size_t)tu_rng_range(&c->rng, 20);
+        tu_rng_bytes(&c->rng, out, n);
+        return n;
+    }
+    uint64_t i;
+    do
+        i = tu_rng_range(&c->rng, POOL);
+    while (i % 400 == 7 && tu_rng_range(&c->rng, 8) != 0);
+    return pool_key(i, out);
+}
+
+/* pick_value -- empty, short, medium, or over 2 KiB (overflow pages). */
+static size_t pick_value(ctx *c, uint8_t *out)
+{
+    uint64_t r = tu_rng_range(&c->rng, 1000);
+    size_t n;
+    if (r < 50)
+        n = 0;
+    else if (r < 750)
+        n = 1 + (size_t)tu_rng_range(&c->rng, 100);
+    else if (r < 950)
+        n = 100 + (size_t)tu_rng_range(&c->rng, 1400);
+    else if (r < 998)
+        n = 2049 + (size_t)tu_rng_range(&c->rng, 10000);
+    else
+        n = 100000 + (size_t)tu_rng_range(&c->rng, 50000);
+    tu_rng_bytes(&c->rng, out, n);
+    return n;
+}
+
+/* ---- helpers ----------------------------------------------------------------- */
+
+#define CHECK(cond, ...)                                                                           \
+    cr_assert(cond, "op %llu (seed %llu): %s",                                                     \
+              (unsigned long long)c->op, (unsigned long long)c->seed, msg(__VA_ARGS__))
+
+static const char *msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static const char *msg(const char *fmt, ...)
+{
+    static char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
+static void open_db(ctx *c)
+{
+    int rc = shale_open(c->dir, &c->opts, &c->db);
+    CHECK(rc == SHALE_OK, "open: %s", shale_strerror(rc));
+    for (int i = 0; i < NTREES; i++) {
+        rc = shale_open_tree(c->db, i ? "second" : NULL, &c->t[i]);
+        CHECK(rc == SHALE_OK, "open_tree: %s", shale_strerror(rc));
+    }
+}
+
+static void check_value(ctx *c, const char *what, const ment *e, int rc, const shale_buf *b)
+{
+    if (!e) {
+        CHECK(rc == SHALE_NOTFOUND, "%s: expected NOTFOUND, got %d (%s)", what, rc,
+              shale_strerror(rc));
+        return;
+    }
+    CHECK(rc == SHALE_OK, "%s: expected a %zu-byte value, got %d (%s)", what, e->vl, rc,
+          shale_strerror(rc));
+    CHECK(b->len == e->vl && (e->vl == 0 || memcmp(b->data, e->v, e->vl) == 0),
+          "%s: value differs (got %zu bytes, expected %zu)", what, b->len, e->vl);
+}
+
+/* check_entry -- the iterator is at model entry e. */
+static void check_entry(ctx *c, const char *what, shale_iter *it, const ment *e)
+{
+    size_t kl, vl;
+    const void *k = shale_iter_key(it, &kl);
+    const void *v = shale_iter_value(it, &vl);
+    CHECK(k != NULL && kl == e->kl && (kl == 0 || memcmp(k, e->k, kl) == 0),
+          "%s: key differs (got %zu bytes, expected %zu)", what, kl, e->kl);
+    CHECK(v != NULL && vl == e->vl && (vl == 0 || memcmp(v, e->v, vl) == 0),
+          "%s: value differs (got %zu bytes, expected %zu)", what, vl, e->vl);
+}
+
+/* ---- operations ---------------------------------------------------------- */
+
+static void op_insert(ctx *c, int t, bool with_old)
+{
+    size_t kl = pick_key(c, c->kbuf), vl = pick_value(c, c->vbuf);
+    ment *e = m_find(&c->m[t], c->kbuf, kl);
+    int rc = shale_insert(c->t[t], c->kbuf, kl, c->vbuf, vl, with_old ? &c->old : NULL);
+    if (with_old)
+        check_value(c, "insert old value", e, rc, &c->old);
+    else
+        CHECK(rc == SHALE_OK, "insert: %s", shale_strerror(rc));
+    m_put(&c->m[t], c->kbuf, kl, c->vbuf, vl);
+}
+
+static void op_remove(ctx *c, int t, bool with_old)
+{
+    size_t kl;
+    /* Mostly remove keys that exist. */
+    if (c->m[t].n && tu_rng_range(&c->rng, 4)) {
+        ment *e = &c->m[t].e[tu_rng_range(&c->rng, c->m[t].n)];
+        kl = e->kl;
+        memcpy(c->kbuf, e->k, kl);
+    } else {
+        kl = pick_key(c, c->kbuf);
+    }
+    ment *e = m_find(&c->m[t], c->kbuf, kl);
+    int rc = shale_remove(c->t[t], c->kbuf, kl, with_old ? &c->old : NULL);
+    if (with_old)
+        check_value(c, "remove old value", e, rc, &c->old);
+    else
+        CHECK(rc == SHALE_OK, "remove: %s", shale_strerror(rc));
+    m_del(&c->m[t], c->kbuf, kl);
+}
+
+static void op_get(ctx *c, int t)
+{
+    size_t kl;
+    if (c->m[t].n && tu_rng_range(&c->rng, 2)) {
+        ment *e = &c->m[t].e[tu_rng_range(&c->rng, c->m[t].n)];
+        kl = e->kl;
+        memcpy(c->kbuf, e->k, kl);
+    } else {
+        kl = pick_key(c, c->kbuf);
+    }
+    int rc = shale_get(c->t[t], c->kbuf, kl, &c->buf);
+    check_value(c, "get", m_find(&c->m[t], c->kbuf, kl), rc, &c->buf);
+}
+
+static void op_batch(ctx *c)
+{
+    shale_batch *b;
+    int n = 1 + (int)tu_rng_range(&c->rng, 12);
+    typedef struct bop {
+        int t;
+        bool rm;
+        uint8_t *k, *v;
+        size_t kl, vl;
+    } bop;
+    bop ops[12];
+    CHECK(shale_batch_new(&b) == SHALE_OK, "batch_new");
+    for (int i = 0; i < n; i++) {
+        bop *o = &ops[i];
+        o->t = (int)tu_rng_range(&c->rng, NTREES);
+        o->rm = tu_rng_range(&c->rng, 4) == 0;
+        if (i > 0 && tu_rng_range(&c->rng, 5) == 0) {
+            /* The same key again: the later write wins. */
+            o->kl = ops[i - 1].kl;
+            o->k = dup(ops[i - 1].k, o->kl);
+        } else {
+            o->kl = pick_key(c, c->kbuf);
+            o->k = dup(c->kbuf, o->kl);
+        }
+        o->vl = o->rm ? 0 : pick_value(c, c->vbuf);
+        o->v = dup(c->vbuf, o->vl);
+        int rc = o->rm ? shale_batch_remove(b, c->t[o->t], o->k, o->kl)
+                       : shale_batch_insert(b, c->t[o->t], o->k, o->kl, o->v, o->vl);
+        CHECK(rc == SHALE_OK, "batch add: %s", shale_strerror(rc));
+    }
+    CHECK(shale_batch_count(b) == (size_t)n, "batch_count %zu != %d", shale_batch_count(b), n);
+    int rc = shale_batch_apply(c->db, b);
+    CHECK(rc == SHALE_OK, "batch_apply: %s", shale_strerror(rc));
+    for (int i = 0; i < n; i++) {
+        if (ops[i].rm)
+            m_del(&c->m[ops[i].t], ops[i].k, ops[i].kl);
+        else
+            m_put(&c->m[ops[i].t], ops[i].k, ops[i].kl, ops[i].v, ops[i].vl);
+        free(ops[i].k);
+        free(ops[i].v);
+    }
+    shale_batch_free(b);
+}
+
+/* A bound: NULL (open), or a key (pool, random, or an existing key). */
+typedef struct bound {
+    bool set;
+    uint8_t *k;
+    size_t kl;
+} bound;
+
+static void pick_bound(ctx *c, int t, bound *b, uint8_t *buf)
+{
+    b->k = buf;
+    b->set = tu_rng_range(&c->rng, 3) != 0;
+    if (!b->set) {
+        b->kl = 0;
+        return;
+    }
+    if (c->m[t].n && tu_rng_range(&c->rng, 2)) {
+        ment *e = &c->m[t].e[tu_rng_range(&c->rng, c->m[t].n)];
+        b->kl = e->kl;
+        memcpy(buf, e->k, e->kl);
+    } else {
+        b->kl = pick_key(c, buf);
+    }
+}
+
+/* set_bounds -- random bounds on it; the model's visible range is [*a, *z). */
+static void set_bounds(ctx *c, int t, shale_iter *it, size_t *a, size_t *z)
+{
+    bound lo, hi;
+    pick_bound(c, t, &lo, c->kbuf);
+    pick_bound(c, t, &hi, c->kbuf2);
+    if (lo.set && hi.set && kcmp(lo.k, lo.kl, hi.k, hi.kl) > 0 && tu_rng_range(&c->rng, 10)) {
+        bound x = lo;
+        lo = hi;
+        hi = x;
+    }
+    int rc = shale_iter_set_bounds(it, lo.set ? lo.k : NULL, lo.kl, hi.set ? hi.k : NULL, hi.kl);
+    CHECK(rc == SHALE_OK, "set_bounds: %s", shale_strerror(rc));
+    *a = lo.set ? lower(&c->m[t], lo.k, lo.kl) : 0;
+    *z = hi.set ? lower(&c->m[t], hi.k, hi.kl) : c->m[t].n;
+    if (*z < *a)
+        *z = *a;
+}
+
+/* scan_model -- walk it over model m's range [a, z) in one direction. */
+static void scan_against(ctx *c, shale_iter *it, const mtree *m, size_t a, size_t z,
+                         bool backward, size_t limit)
+{
+    int rc = backward ? shale_iter_last(it) : shale_iter_first(it);
+    size_t steps = 0;
+    if (backward) {
+        for (size_t i = z; i > a && steps < limit; i--, steps++) {
+            CHECK(rc == SHALE_OK, "scan backward: step %zu of %zu: got %d (%s)", steps, z - a, rc,
+                  shale_strerror(rc));
+            check_entry(c, "scan backward", it, &m->e[i - 1]);
+            rc = shale_iter_prev(it);
+        }
+    } else {
+        for (size_t i = a; i < z && steps < limit; i++, steps++) {
+            CHECK(rc == SHALE_OK, "scan forward: step %zu of %zu: got %d (%s)", steps, z - a, rc,
+                  shale_strerror(rc));
+            check_entry(c, "scan forward", it, &m->e[i]);
+            rc = shale_iter_next(it);
+        }
+    }
+    if (steps == z - a)
+        CHECK(rc == SHALE_NOTFOUND, "scan %s: %zu entries expected, then the end; got %d",
+              backward ? "backward" : "forward", z - a, rc);
+}
+
+static void op_scan(ctx *c, int t)
+{
+    shale_iter *it;
+    size_t a = 0, z = c->m[t].n;
+    int rc = shale_iter_open(c->t[t], &it);
+    CHECK(rc == SHALE_OK, "iter_open: %s", shale_strerror(rc));
+    if (tu_rng_range(&c->rng, 4))
+        set_bounds(c, t, it, &a, &z);
+    size_t limit = tu_rng_range(&c->rng, 4) ? 64 : SIZE_MAX;
+    scan_against(c, it, &c->m[t], a, z, tu_rng_range(&c->rng, 2), limit);
+    shale_iter_close(it);
+}
+
+/* op_seek -- seek or seek_prev (or first/last), then a few random moves. */
+static void op_seek(ctx *c, int t)
+{
+    shale_iter *it;
+    size_t a = 0, z = c->m[t].n, pos = 0;
+    const mtree *m = &c->m[t];
+    bool on;
+    int rc = shale_iter_open(c->t[t], &it);
+    CHECK(rc == SHALE_OK, "iter_open: %s", shale_strerror(rc));
+    if (tu_rng_range(&c->rng, 2))
+        set_bounds(c, t, it, &a, &z);
+    /* Before any positioning call, next/prev find nothing. */
+    if (tu_rng_range(&c->rng, 8) == 0) {
+        rc = shale_iter_next(it);
+        CHECK(rc == SHALE_NOTFOUND, "next on an unpositioned iterator: %d", rc);
+    }
+    uint8_t *k = tu_rng_range(&c->rng, 2) ? c->kbuf : c->kbuf2;
+    size_t kl;
+    if (m->n && tu_rng_range(&c->rng, 2)) {
+        const ment *e = &m->e[tu_rng_range(&c->rng, m->n)];
+        kl = e->kl;
+        memcpy(k, e->k, kl);
+        /* Sometimes just before or after an existing key. */
+        if (tu_rng_range(&c->rng, 3) == 0 && kl > 0)
+            kl--;
+        else if (tu_rng_range(&c->rng, 3) == 0 && kl < SHALE_MAX_KEY_SIZE)
+            k[kl++] = 0;
+    } else {
+        kl = pick_key(c, k);
+    }
+    const char *what;
+    switch (tu_rng_range(&c->rng, 6)) {
+    case 0:
+        what = "first";
+        rc = shale_iter_first(it);
+        on = a < z;
+        pos = a;
+        break;
+    case 1:
+        what = "last";
+        rc = shale_iter_last(it);
+        on = a < z;
+        pos = z - 1;
+        break;
+    case 2:
+    case 3: {
+        what = "seek";
+        rc = shale_iter_seek(it, k, kl);
+        size_t p = lower(m, k, kl);
+        if (p < a)
+            p = a;
+        on = p < z;
+        pos = p;
+        break;
+    }
+    default: {
+        what = "seek_prev";
+        rc = shale_iter_seek_prev(it, k, kl);
+        size_t p = upper(m, k, kl); /* entries before p are <= k */
+        if (p > z)
+            p = z;
+        on = p > a;
+        pos = p - 1;
+        break;
+    }
+    }
+    if (!on) {
+        CHECK(rc == SHALE_NOTFOUND, "%s: expected NOTFOUND, got %d (%s)", what, rc,
+              shale_strerror(rc));
+        shale_iter_close(it);
+        return;
+    }
+    CHECK(rc == SHALE_OK, "%s: expected an entry, got %d (%s)", what, rc, shale_strerror(rc));
+    check_entry(c, what, it, &m->e[pos]);
+    int moves = (int)tu_rng_range(&c->rng, 10);
+    for (int i = 0; i < moves; i++) {
+        bool fwd = tu_rng_range(&c->rng, 2);
+        rc = fwd ? shale_iter_next(it) : shale_iter_prev(it);
+        bool ok = fwd ? pos + 1 < z : pos > a;
+        if (!ok) {
+            CHECK(rc == SHALE_NOTFOUND, "%s after %s: expected the end, got %d", fwd ? "next" : "prev",
+                  what, rc);
+            break;
+        }
+        pos = fwd ? pos + 1 : pos - 1;
+        CHECK(rc == SHALE_OK, "%s after %s: expected an entry, got %d (%s)", fwd ? "next" : "prev",
+              what, rc, shale_strerror(rc));
+        check_entry(c, fwd ? "next" : "prev", it, &m->e[pos]);
+    }
+    shale_iter_close(it);
+}
+
+/* op_snapshot -- an iterator opened before some writes still sees the old state. */
+static void op_snapshot(ctx *c)
+{
+    int t = (int)tu_rng_range(&c->rng, NTREES);
+    shale_iter *it;
+    mtree snap;
+    int rc = shale_iter_open(c->t[t], &it);
+    CHECK(rc == SHALE_OK, "iter_open: %s", shale_strerror(rc));
+    m_copy_range(&c->m[t], 0, c->m[t].n, &snap);
+    int writes = 1 + (int)tu_rng_range(&c->rng, 30);
+    for (int i = 0; i < writes; i++) {
+        if (tu_rng_range(&c->rng, 3))
+            op_insert(c, t, false);
+        else
+            op_remove(c, t, false);
+    }
+    if (tu_rng_range(&c->rng, 4) == 0) {
+        rc = shale_flush(c->db);
+        CHECK(rc == SHALE_OK, "flush: %s", shale_strerror(rc));
+    }
+    size_t a = 0, z = snap.n;
+    mtree live = c->m[t];
+    c->m[t] = snap; /* set_bounds computes the range over the snapshot */
+    if (tu_rng_range(&c->rng, 2))
+        set_bounds(c, t, it, &a, &z);
+    c->m[t] = live;
+    scan_against(c, it, &snap, a, z, tu_rng_range(&c->rng, 2), SIZE_MAX);
+    m_free(&snap);
+    shale_iter_close(it);
+}
+
+static void op_reopen(ctx *c)
+{
+    int rc = shale_close(c->db);
+    CHECK(rc == SHALE_OK, "close: %s", shale_strerror(rc));
+    c->db = NULL;
+    c->opts.memtable_size = (size_t)(64 + 64 * tu_rng_range(&c->rng, 4)) << 10;
+    c->opts.max_young_segments = 2 + (uint32_t)tu_rng_range(&c->rng, 2);
+    open_db(c);
+    /* Everything must have survived: a full compare of one tree. */
+    shale_iter *it;
+    int t = (int)tu_rng_range(&c->rng, NTREES);
+    rc = shale_iter_open(c->t[t], &it);
+    CHECK(rc == SHALE_OK, "iter_open: %s", shale_strerror(rc));
+    scan_against(c, it, &c->m[t], 0, c->m[t].n, false, SIZE_MAX);
+    shale_iter_close(it);
+}
+
+Test(model, random_operations_match_an_ordered_map, .timeout = 1200)
+{
+    ctx *c = calloc(1, sizeof *c);
+    cr_assert_not_null(c);
+    c->seed = tu_seed();
+    tu_rng_seed(&c->rng, c->seed ^ 0x30de1);
+    for (size_t i = 0; i < sizeof prefix_bytes; i++)
+        prefix_bytes[i] = (uint8_t)("shared-prefix/"[i % 14] + i / 14 % 3);
+    c->kbuf = malloc(SHALE_MAX_KEY_SIZE + 1);
+    c->kbuf2 = malloc(SHALE_MAX_KEY_SIZE + 1);
+    c->vbuf = malloc(200000);
+    cr_assert(c->kbuf && c->kbuf2 && c->vbuf);
+    cr_assert_eq(tu_tmpdir(c->dir, sizeof c->dir), 0);
+    shale_options_default(&c->opts);
+    c->opts.memtable_size = 128u << 10;
+    c->opts.page_size = tu_rng_range(&c->rng, 2) ? 1024 : 4096;
+    c->opts.max_young_segments = 2;
+    c->opts.cache_size = 1u << 20;
+    c->opts.flush_every_ms = 0;
+    open_db(c);
+
+    uint64_t nops = tu_scaled(200000);
+    fprintf(stderr, "model: seed %llu, %llu operations, page size %u\n",
+            (unsigned long long)c->seed, (unsigned long long)nops, c->opts.page_size);
+    for (c->op = 0; c->op < nops; c->op++) {
+        int t = (int)tu_rng_range(&c->rng, NTREES);
+        uint64_t r = tu_rng_range(&c->rng, 10000);
+        int kind;
+        if (r < 2500)
+            kind = 0, op_insert(c, t, false);
+        else if (r < 3200)
+            kind = 1, op_insert(c, t, true);
+        else if (r < 4000)
+            kind = 2, op_remove(c, t, false);
+        else if (r < 4500)
+            kind = 3, op_remove(c, t, true);
+        else if (r < 7400)
+            kind = 4, op_get(c, t);
+        else if (r < 7900)
+            kind = 5, op_batch(c);
+        else if (r < 8500)
+            kind = 6, op_scan(c, t);
+        else if (r < 9900)
+            kind = 7, op_seek(c, t);
+        else if (r < 9950)
+            kind = 8, op_snapshot(c);
+        else if (r < 9980) {
+            kind = 9;
+            int rc = shale_flush(c->db);
+            CHECK(rc == SHALE_OK, "flush: %s", shale_strerror(rc));
+        } else if (r < 9995) {
+            kind = 10;
+            shale_stats st;
+            CHECK(shale_stats_get(c->db, &st) == SHALE_OK, "stats");
+        } else {
+            kind = 11, op_reopen(c);
+        }
+        c->stats[kind]++;
+    }
+    /* A final close and reopen, then a full compare of both trees. */
+    op_reopen(c);
+    for (int t = 0; t < NTREES; t++) {
+        shale_iter *it;
+        cr_assert_eq(shale_iter_open(c->t[t], &it), SHALE_OK);
+        scan_against(c, it, &c->m[t], 0, c->m[t].n, true, SIZE_MAX);
+        shale_iter_close(it);
+    }
+    shale_stats st;
+    cr_assert_eq(shale_stats_get(c->db, &st), SHALE_OK);
+    fprintf(stderr,
+            "model: done; keys %zu + %zu; ops: ins %llu ins_old %llu rm %llu rm_old %llu get %llu "
+            "batch %llu scan %llu seek %llu snap %llu flush %llu reopen %llu; segments %llu, "
+            "flushes %llu, merges %llu\n",
+            c->m[0].n, c->m[1].n, (unsigned long long)c->stats[0], (unsigned long long)c->stats[1],
+            (unsigned long long)c->stats[2], (unsigned long long)c->stats[3],
+            (unsigned long long)c->stats[4], (unsigned long long)c->stats[5],
+            (unsigned long long)c->stats[6], (unsigned long long)c->stats[7],
+            (unsigned long long)c->stats[8], (unsigned long long)c->stats[9],
+            (unsigned long long)c->stats[11], (unsigned long long)st.segments,
+            (unsigned long long)st.flushes, (unsigned long long)st.merges);
+    cr_assert_eq(shale_close(c->db), SHALE_OK);
+    for (int t = 0; t < NTREES; t++)
+        m_free(&c->m[t]);
+    shale_buf_free(&c->buf);
+    shale_buf_free(&c->old);
+    free(c->kbuf);
+    free(c->kbuf2);
+    free(c->vbuf);
+    tu_rmrf(c->dir);
+    free(c);
+}

@@ -1,0 +1,173 @@
+/*
+ * test_db.c -- the lsm end to end through the public API with small
+ * memtables: write-outs, merges, checkpoints, recovery from the log, and
+ * the catalog, each checked by reading everything back.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "shale.h"
+#include "../support/testutil.h"
+
+static char dir[256];
+
+static void small_opts(shale_options *o)
+{
+    shale_options_default(o);
+    o->memtable_size = 64 << 10;
+    o->page_size = 1024;
+    o->cache_size = 256 << 10;
+    o->max_young_segments = 3;
+    o->flush_every_ms = 0;
+}
+
+static void setup(void) { cr_assert_eq(tu_tmpdir(dir, sizeof dir), 0); }
+static void teardown(void) { tu_rmrf(dir); }
+
+static void kv(int i, int gen, char *k, char *v)
+{
+    snprintf(k, 32, "k%08d", i);
+    snprintf(v, 64, "value-%d-%d-%s", i, gen, i % 7 ? "" : "padding-padding-padding");
+}
+
+/* check_all -- every key i < n has generation gen (or is absent if gen < 0). */
+static void check_all(shale_tree *t, int n, int gen_even, int gen_odd)
+{
+    shale_buf b = SHALE_BUF_INIT;
+    for (int i = 0; i < n; i++) {
+        char k[32], v[64];
+        int gen = i % 2 ? gen_odd : gen_even;
+        kv(i, gen, k, v);
+        int rc = shale_get(t, k, strlen(k), &b);
+        if (gen < 0) {
+            cr_assert_eq(rc, SHALE_NOTFOUND, "key %d rc %d", i, rc);
+            continue;
+        }
+        cr_assert_eq(rc, SHALE_OK, "key %d rc %d", i, rc);
+        cr_assert_eq(b.len, strlen(v), "key %d", i);
+        cr_assert_eq(memcmp(b.data, v, b.len), 0, "key %d", i);
+    }
+    shale_buf_free(&b);
+}
+
+Test(db, writes_survive_writeouts_merges_and_reopen, .init = setup, .fini = teardown)
+{
+    shale_options o;
+    shale_db *db;
+    shale_tree *t;
+    small_opts(&o);
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
+    const int n = 20000;
+    for (int gen = 0; gen < 2; gen++)
+        for (int i = 0; i < n; i++) {
+            char k[32], v[64];
+            kv(i, gen, k, v);
+            if (gen == 1 && i % 2)
+                cr_assert_eq(shale_remove(t, k, strlen(k), NULL), SHALE_OK);
+            else
+                cr_assert_eq(shale_insert(t, k, strlen(k), v, strlen(v), NULL), SHALE_OK);
+        }
+    check_all(t, n, 1, -1);
+    shale_stats st;
+    cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+    cr_assert_gt(st.flushes, 0);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
+    check_all(t, n, 1, -1);
+    cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+    cr_assert(!st.recovered);
+    /* Scan: exactly the even keys, in order. */
+    shale_iter *it;
+    cr_assert_eq(shale_iter_open(t, &it), SHALE_OK);
+    int i = 0, rc;
+    for (rc = shale_iter_first(it); rc == SHALE_OK; rc = shale_iter_next(it), i += 2) {
+        char k[32], v[64];
+        size_t kl;
+        kv(i, 1, k, v);
+        const void *key = shale_iter_key(it, &kl);
+        cr_assert_eq(kl, strlen(k));
+        cr_assert_eq(memcmp(key, k, kl), 0, "at %d", i);
+    }
+    cr_assert_eq(rc, SHALE_NOTFOUND);
+    cr_assert_eq(i, n);
+    shale_iter_close(it);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+}
+
+Test(db, unflushed_log_is_replayed_after_a_crash, .init = setup, .fini = teardown)
+{
+    shale_options o;
+    small_opts(&o);
+    o.memtable_size = 8 << 20; /* nothing written out: all in the log */
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        shale_db *db;
+        shale_tree *t, *t2;
+        if (shale_open(dir, &o, &db) || shale_open_tree(db, NULL, &t) ||
+            shale_open_tree(db, "second", &t2))
+            _exit(2);
+        for (int i = 0; i < 5000; i++) {
+            char k[32], v[64];
+            kv(i, 0, k, v);
+            if (shale_insert(i % 2 ? t2 : t, k, strlen(k), v, strlen(v), NULL))
+                _exit(3);
+        }
+        if (shale_flush(db))
+            _exit(4);
+        _exit(0); /* no close: like a crash after the flush */
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    shale_db *db;
+    shale_tree *t, *t2;
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, "second", &t2), SHALE_OK);
+    check_all(t, 5000, 0, -1);
+    shale_stats st;
+    cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+    cr_assert(st.recovered);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+    /* After a clean close nothing is left to recover. */
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+    cr_assert(!st.recovered);
+    cr_assert_eq(shale_open_tree(db, "second", &t2), SHALE_OK);
+    shale_buf b = SHALE_BUF_INIT;
+    cr_assert_eq(shale_get(t2, "k00000001", 9, &b), SHALE_OK);
+    cr_assert_eq(shale_get(t2, "k00000002", 9, &b), SHALE_NOTFOUND);
+    shale_buf_free(&b);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+}
+
+Test(db, dropped_tree_is_gone_and_its_name_reusable, .init = setup, .fini = teardown)
+{
+    shale_options o;
+    shale_db *db;
+    shale_tree *t;
+    shale_buf b = SHALE_BUF_INIT;
+    small_opts(&o);
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, "x", &t), SHALE_OK);
+    cr_assert_eq(shale_insert(t, "a", 1, "1", 1, NULL), SHALE_OK);
+    cr_assert_eq(shale_drop_tree(db, "x"), SHALE_OK);
+    cr_assert_eq(shale_drop_tree(db, "x"), SHALE_NOTFOUND);
+    cr_assert_eq(shale_open_tree(db, "x", &t), SHALE_OK);
+    cr_assert_eq(shale_get(t, "a", 1, &b), SHALE_NOTFOUND);
+    cr_assert_eq(shale_insert(t, "b", 1, "2", 1, NULL), SHALE_OK);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, "x", &t), SHALE_OK);
+    cr_assert_eq(shale_get(t, "a", 1, &b), SHALE_NOTFOUND);
+    cr_assert_eq(shale_get(t, "b", 1, &b), SHALE_OK);
+    shale_buf_free(&b);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+}

@@ -1,0 +1,124 @@
+/*
+ * tool_stats.h -- print a shale_stats snapshot as an aligned "name: value"
+ * table; shared by the shale CLI (`shale stat`) and shale-demo.
+ *
+ * Each tool is one .c file linked into its own program, so this header holds
+ * the printer as static inline functions rather than a separate object.  The
+ * table is data (one row per shale_stats field, in the struct's order), so a
+ * field added to shale_stats needs one row here and nothing else.  Byte counts
+ * are followed by a human-readable size; derived figures (write amplification,
+ * cache hit ratio) come last and are marked as such by their names.
+ */
+#ifndef SHALE_TOOL_STATS_H
+#define SHALE_TOOL_STATS_H
+
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "shale.h"
+
+/* How a row's value is shown. */
+enum { TS_COUNT, TS_BYTES };
+
+/* One row: a label, the field's offset in shale_stats and how to show it. */
+typedef struct ts_row {
+    const char *name;
+    size_t off;
+    int kind;
+} ts_row;
+
+#define TS_ROW(n, f, k) {n, offsetof(shale_stats, f), k}
+
+static const ts_row ts_rows[] = {
+    TS_ROW("page size", page_size, TS_BYTES),
+    TS_ROW("pages in file", file_pages, TS_COUNT),
+    TS_ROW("pages used", live_pages, TS_COUNT),
+    TS_ROW("pages free", free_pages, TS_COUNT),
+    TS_ROW("pages pending", pending_pages, TS_COUNT),
+    TS_ROW("pages zombie", zombie_pages, TS_COUNT),
+    TS_ROW("file size", file_bytes, TS_BYTES),
+    TS_ROW("log bytes", log_bytes, TS_BYTES),
+    TS_ROW("segments", segments, TS_COUNT),
+    TS_ROW("young segments", young_segments, TS_COUNT),
+    TS_ROW("segment blocks", segment_blocks, TS_COUNT),
+    TS_ROW("entries", entries, TS_COUNT),
+    TS_ROW("tombstones", tombstones, TS_COUNT),
+    TS_ROW("memtable bytes", memtable_bytes, TS_BYTES),
+    TS_ROW("memtables", memtables, TS_COUNT),
+    TS_ROW("last sequence", last_sequence, TS_COUNT),
+    TS_ROW("checkpoints", checkpoints, TS_COUNT),
+    TS_ROW("flushes", flushes, TS_COUNT),
+    TS_ROW("merges", merges, TS_COUNT),
+    TS_ROW("bytes written (user)", bytes_written_user, TS_BYTES),
+    TS_ROW("bytes written (log)", bytes_written_log, TS_BYTES),
+    TS_ROW("bytes written (pages)", bytes_written_pages, TS_BYTES),
+    TS_ROW("cache hits", cache_hits, TS_COUNT),
+    TS_ROW("cache misses", cache_misses, TS_COUNT),
+    TS_ROW("write stalls", write_stalls, TS_COUNT),
+    TS_ROW("stall time (us)", stall_micros, TS_COUNT),
+};
+
+/* The width of the label column: the longest label plus its colon. */
+#define TS_LABEL_WIDTH 26
+
+/* ts_human -- format n bytes as "1.5 MiB" into buf. */
+static inline void ts_human(char *buf, size_t cap, uint64_t n)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = (double)n;
+    size_t u = 0;
+    while (v >= 1024.0 && u + 1 < sizeof units / sizeof units[0]) {
+        v /= 1024.0;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, cap, "%" PRIu64 " B", n);
+    else
+        snprintf(buf, cap, "%.1f %s", v, units[u]);
+}
+
+/* ts_label -- print "indent" + "name:" padded to the label column. */
+static inline void ts_label(FILE *f, const char *indent, const char *name)
+{
+    char label[64];
+    snprintf(label, sizeof label, "%s:", name);
+    fprintf(f, "%s%-*s ", indent, TS_LABEL_WIDTH, label);
+}
+
+/* ts_print_row -- one row: the raw value, and a readable size for bytes. */
+static inline void ts_print_row(FILE *f, const char *indent, const ts_row *r,
+                                const shale_stats *st)
+{
+    uint64_t v = *(const uint64_t *)(const void *)((const char *)st + r->off);
+    char human[32];
+    ts_label(f, indent, r->name);
+    if (r->kind == TS_BYTES && v >= 1024) {
+        ts_human(human, sizeof human, v);
+        fprintf(f, "%" PRIu64 " (%s)\n", v, human);
+    } else {
+        fprintf(f, "%" PRIu64 "\n", v);
+    }
+}
+
+/* ts_ratio -- num / den, or 0 when den is 0. */
+static inline double ts_ratio(uint64_t num, uint64_t den)
+{
+    return den ? (double)num / (double)den : 0.0;
+}
+
+/* ts_print -- every field of st, then the derived figures, one per line. */
+static inline void ts_print(FILE *f, const char *indent, const shale_stats *st)
+{
+    for (size_t i = 0; i < sizeof ts_rows / sizeof ts_rows[0]; i++)
+        ts_print_row(f, indent, &ts_rows[i], st);
+    ts_label(f, indent, "recovered");
+    fprintf(f, "%s\n", st->recovered ? "yes" : "no");
+    ts_label(f, indent, "write amplification");
+    fprintf(f, "%.2f\n",
+            ts_ratio(st->bytes_written_log + st->bytes_written_pages, st->bytes_written_user));
+    ts_label(f, indent, "cache hit ratio");
+    fprintf(f, "%.3f\n", ts_ratio(st->cache_hits, st->cache_hits + st->cache_misses));
+}
+
+#endif /* SHALE_TOOL_STATS_H */
