@@ -52,6 +52,10 @@ LIBS := $(LIB_DEPS) -lpthread -lm
 JEMALLOC := $(shell $(PKG_CONFIG) --libs jemalloc 2>/dev/null || echo -ljemalloc)
 CRITERION := $(shell $(PKG_CONFIG) --libs criterion 2>/dev/null || echo -lcriterion)
 
+# Sanitizer builds name their static library differently, so that tools that
+# search a checkout for libshale.a (peerbench) only ever find the release one.
+LIBA := $(B)/libshale$(if $(filter release,$(VARIANT)),,-$(VARIANT)).a
+
 LIB_SRC := $(sort $(wildcard src/space/*.c src/pagewriter/*.c src/lsm/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o)
 TOOL_SRC := $(sort $(wildcard tools/*.c))
@@ -64,7 +68,7 @@ TEST_BINS := $(foreach d,$(TEST_DIRS),$(if $(wildcard tests/$(d)/test_*.c),$(B)/
 .PHONY: all lib tools tests test test-release test-asan tsan demo deps install clean check-deps
 all: lib tools tests
 
-lib: $(B)/libshale.a $(B)/libshale.so
+lib: $(LIBA) $(B)/libshale.so
 tools: $(TOOLS)
 tests: $(TEST_BINS)
 
@@ -72,7 +76,7 @@ $(B)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(B)/libshale.a: $(LIB_OBJ)
+$(LIBA): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -80,11 +84,11 @@ $(B)/libshale.so: $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,libshale.so.$(SONAME_MAJOR) $(VLDFLAGS) -o $@ $^ $(LIBS)
 
 # The CLI and tools link the static library and jemalloc.
-$(B)/%: $(B)/tools/%.o $(B)/libshale.a
+$(B)/%: $(B)/tools/%.o $(LIBA)
 	$(CC) $(VLDFLAGS) -o $@ $^ $(LIBS) $(JEMALLOC)
 
 .SECONDEXPANSION:
-$(B)/tests/test_%: $$(patsubst %.c,$(B)/%.o,$$(wildcard tests/$$*/test_*.c)) $(SUPPORT_OBJ) $(B)/libshale.a
+$(B)/tests/test_%: $$(patsubst %.c,$(B)/%.o,$$(wildcard tests/$$*/test_*.c)) $(SUPPORT_OBJ) $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) $(VLDFLAGS) -o $@ $^ $(CRITERION) $(LIBS)
 
@@ -126,7 +130,7 @@ deps: check-deps
 install: lib $(B)/shale
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
 	install -m 644 include/shale.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 $(B)/libshale.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(LIBA) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(B)/libshale.so $(DESTDIR)$(PREFIX)/lib/libshale.so.$(VERSION)
 	ln -sf libshale.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libshale.so.$(SONAME_MAJOR)
 	ln -sf libshale.so.$(SONAME_MAJOR) $(DESTDIR)$(PREFIX)/lib/libshale.so
