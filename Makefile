@@ -88,7 +88,7 @@ $(B)/%: $(B)/tools/%.o $(LIBA)
 	$(CC) $(VLDFLAGS) -o $@ $^ $(LIBS) $(JEMALLOC)
 
 .SECONDEXPANSION:
-$(B)/tests/test_%: $$(patsubst %.c,$(B)/%.o,$$(wildcard tests/$$*/test_*.c)) $(SUPPORT_OBJ) $(LIBA)
+$(B)/tests/test_%: $$(addprefix $(B)/,$$(subst .c,.o,$$(wildcard tests/$$*/test_*.c))) $(SUPPORT_OBJ) $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) $(VLDFLAGS) -o $@ $^ $(CRITERION) $(LIBS)
 

@@ -3,7 +3,8 @@
  * phase; what `make demo` runs.
  *
  * Usage: shale-demo [-n KEYS] [DIR]   (DIR defaults to ./demo.db, KEYS to
- * 1,000,000).  The directory should not exist yet (`make demo` removes it).
+ * 1,000,000).  DIR must not exist yet (`make demo` removes it first): the
+ * checks assume the database holds exactly the keys loaded here.
  *
  * Phases, each timed and reported as ops/s and MB/s of key+value bytes:
  *   load      every key once, in a random order, in batches of BATCH writes
@@ -41,6 +42,7 @@
 #include "tool_stats.h"
 
 #define DEFAULT_KEYS 1000000u
+#define MAX_KEYS 100000000u /* keeps every key within KEY_LEN digits */
 #define KEY_LEN 16
 #define KEY_BUF 24 /* room for any uint64_t in decimal; keys stay below 10^16 */
 #define VALUE_LEN 100
@@ -60,8 +62,10 @@ typedef struct demo {
     shale_stats before; /* the loading session's statistics, taken before close */
 } demo;
 
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* fail -- print "shale-demo: <message>" to stderr; returns -1. */
-__attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
+static int fail(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -345,8 +349,8 @@ static int print_stats(demo *d)
     ts_print(stdout, "  ", &d->before);
     printf("\nafter the reopen: %" PRIu64 " segments (%" PRIu64 " young), %" PRIu64
            " entries, recovered: %s, cache hits %" PRIu64 ", misses %" PRIu64 "\n",
-           st.segments, st.young_segments, st.entries, st.recovered ? "yes" : "no",
-           st.cache_hits, st.cache_misses);
+           st.segments, st.young_segments, st.entries, st.recovered ? "yes" : "no", st.cache_hits,
+           st.cache_misses);
     return 0;
 }
 
@@ -381,8 +385,7 @@ static int print_dir_size(const demo *d)
     ts_human(human, sizeof human, bytes);
     printf("\n%s: %" PRIu64 " bytes (%s) in %" PRIu64 " files; %.2fx the %" PRIu64
            " bytes of keys and values\n",
-           d->dir, bytes, human, files,
-           (double)bytes / (double)(d->nkeys * (KEY_LEN + VALUE_LEN)),
+           d->dir, bytes, human, files, (double)bytes / (double)(d->nkeys * (KEY_LEN + VALUE_LEN)),
            d->nkeys * (KEY_LEN + VALUE_LEN));
     return 0;
 }
@@ -390,14 +393,17 @@ static int print_dir_size(const demo *d)
 /* run -- every phase in order; stops at the first failure. */
 static int run(demo *d)
 {
+    struct stat sb;
+    if (stat(d->dir, &sb) == 0)
+        return fail("%s already exists; remove it first (the demo needs a fresh database)", d->dir);
     printf("shale %s demo: %" PRIu64 " keys of %d bytes, values of %d bytes, in %s\n\n",
            SHALE_VERSION_STRING, d->nkeys, KEY_LEN, VALUE_LEN, d->dir);
     stopwatch t0 = sw_start();
     if (open_db(d, true) != 0)
         return -1;
     report("create", 0, &t0);
-    if (phase_load(d) || phase_read(d) || phase_scan(d) || phase_reopen(d) ||
-        phase_sample(d) || print_stats(d))
+    if (phase_load(d) || phase_read(d) || phase_scan(d) || phase_reopen(d) || phase_sample(d) ||
+        print_stats(d))
         return -1;
     if (close_db(d) != 0)
         return -1;
@@ -428,8 +434,8 @@ static int parse_args(demo *d, int argc, char **argv)
         if (strcmp(argv[i], "-n") != 0 || i + 1 >= argc)
             break;
         d->nkeys = strtoull(argv[++i], &end, 10);
-        if (*end || d->nkeys == 0 || d->nkeys > 100000000u) {
-            usage(stderr);
+        if (*end || d->nkeys == 0 || d->nkeys > MAX_KEYS) {
+            fail("-n wants a count from 1 to %u", MAX_KEYS);
             return 2;
         }
     }
@@ -445,7 +451,9 @@ static int parse_args(demo *d, int argc, char **argv)
 /* main -- parse arguments, run the demo, clean up. */
 int main(int argc, char **argv)
 {
-    demo d = {.dir = DEFAULT_DIR, .nkeys = DEFAULT_KEYS, .rng = 0x5ca1ab1e12345678ull,
+    demo d = {.dir = DEFAULT_DIR,
+              .nkeys = DEFAULT_KEYS,
+              .rng = 0x5ca1ab1e12345678ull,
               .val = SHALE_BUF_INIT};
     int st = parse_args(&d, argc, argv);
     if (st != 0)

@@ -105,6 +105,8 @@ typedef struct command {
     int (*run)(cli *c);
 } command;
 
+static int usage_error(const command *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static int run_put(cli *c);
 static int run_get(cli *c);
 static int run_del(cli *c);
@@ -139,17 +141,23 @@ static const command commands[] = {
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
-static const char common_help[] =
-    "Options:\n"
-    "  --tree NAME    use tree NAME instead of the default tree\n"
-    "  --hex          KEY, VALUE, --from and --to are hex; print keys and\n"
-    "                 values as hex\n"
-    "  --raw          print keys and values as raw bytes (default: bytes\n"
-    "                 outside printable ASCII are shown as \\xNN, '\\' as \\\\)\n"
-    "  -h, --help     print this help\n"
-    "  --             end of options (for a KEY or VALUE starting with '-')\n"
-    "\n"
-    "Exit status: 0 success, 1 error or key not found, 2 usage error.\n";
+/* The help of the shared options, each shown only where it applies. */
+static const struct opt_help {
+    unsigned bit; /* A_*; 0: every command */
+    const char *text;
+} opt_help[] = {
+    {A_TREE, "  --tree NAME    use tree NAME instead of the default tree\n"},
+    {A_HEX, "  --hex          KEY, VALUE, --from and --to are hex; print keys and\n"
+            "                 values as hex\n"},
+    {A_RAW, "  --raw          print keys and values as raw bytes (default: bytes\n"
+            "                 outside printable ASCII are shown as \\xNN, '\\' as \\\\)\n"},
+    {0, "  -h, --help     print this help\n"},
+    /* "--" matters where a KEY or VALUE is given: the commands that take --tree */
+    {A_TREE, "  --             end of options (for a KEY or VALUE starting with '-')\n"},
+};
+
+static const char exit_help[] =
+    "\nExit status: 0 success, 1 error or key not found, 2 usage error.\n";
 
 static const struct option long_opts[] = {
     {"tree", required_argument, NULL, O_TREE},
@@ -168,6 +176,16 @@ static const struct option long_opts[] = {
 
 /* --- usage ------------------------------------------------------------------ */
 
+/* options_usage -- the shared options that apply to a command with mask allowed. */
+static void options_usage(FILE *f, unsigned allowed)
+{
+    fprintf(f, "Options:\n");
+    for (size_t i = 0; i < sizeof opt_help / sizeof opt_help[0]; i++)
+        if (opt_help[i].bit == 0 || (opt_help[i].bit & allowed))
+            fputs(opt_help[i].text, f);
+    fputs(exit_help, f);
+}
+
 /* top_usage -- the top-level usage text, to f. */
 static void top_usage(FILE *f)
 {
@@ -176,19 +194,19 @@ static void top_usage(FILE *f)
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(f, "  shale %s\n", commands[i].synopsis);
     fprintf(f, "\nEvery command takes --help.  get, scan and stat open the database\n"
-               "read-only; only put creates a missing database.\n\n%s",
-            common_help);
+               "read-only; only put creates a missing database.\n\n");
+    options_usage(f, ~0u);
 }
 
 /* cmd_usage -- one command's usage text, to stdout. */
 static void cmd_usage(const command *cmd)
 {
-    printf("usage: shale %s [OPTIONS]\n\n%s\n%s", cmd->synopsis, cmd->help, common_help);
+    printf("usage: shale %s [OPTIONS]\n\n%s\n", cmd->synopsis, cmd->help);
+    options_usage(stdout, cmd->allowed);
 }
 
 /* usage_error -- report a usage problem to stderr; returns EXIT_USAGE. */
-__attribute__((format(printf, 2, 3))) static int usage_error(const command *cmd,
-                                                            const char *fmt, ...)
+static int usage_error(const command *cmd, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -525,13 +543,19 @@ static const command *find_command(const char *name)
 static unsigned opt_class(int code)
 {
     switch (code) {
-    case O_TREE: return A_TREE;
-    case O_HEX: return A_HEX;
-    case O_RAW: return A_RAW;
+    case O_TREE:
+        return A_TREE;
+    case O_HEX:
+        return A_HEX;
+    case O_RAW:
+        return A_RAW;
     case O_CREATE:
-    case O_NO_CREATE: return A_CREATE;
-    case 'h': return 0;
-    default: return A_SCAN;
+    case O_NO_CREATE:
+        return A_CREATE;
+    case 'h':
+        return 0;
+    default:
+        return A_SCAN;
     }
 }
 
@@ -554,16 +578,36 @@ static int apply_opt(cli *c, int code, const char *arg)
 {
     cli_opts *o = &c->o;
     switch (code) {
-    case O_TREE: o->tree = arg; break;
-    case O_HEX: o->hex = true; break;
-    case O_RAW: o->raw = true; break;
-    case O_FROM: o->from = arg; break;
-    case O_TO: o->to = arg; break;
-    case O_REVERSE: o->reverse = true; break;
-    case O_KEYS_ONLY: o->keys_only = true; break;
-    case O_CREATE: o->no_create = false; break;
-    case O_NO_CREATE: o->no_create = true; break;
-    case 'h': o->help = true; break;
+    case O_TREE:
+        o->tree = arg;
+        break;
+    case O_HEX:
+        o->hex = true;
+        break;
+    case O_RAW:
+        o->raw = true;
+        break;
+    case O_FROM:
+        o->from = arg;
+        break;
+    case O_TO:
+        o->to = arg;
+        break;
+    case O_REVERSE:
+        o->reverse = true;
+        break;
+    case O_KEYS_ONLY:
+        o->keys_only = true;
+        break;
+    case O_CREATE:
+        o->no_create = false;
+        break;
+    case O_NO_CREATE:
+        o->no_create = true;
+        break;
+    case 'h':
+        o->help = true;
+        break;
     case O_LIMIT:
         if (!parse_limit(arg, &o->limit))
             return usage_error(c->cmd, "--limit wants a positive number, not '%s'", arg);
@@ -623,6 +667,8 @@ static int check_args(const cli *c)
         return usage_error(c->cmd, "%s: missing arguments", c->cmd->name);
     if (c->nargs > c->cmd->nargs)
         return usage_error(c->cmd, "unexpected argument '%s'", c->args[c->cmd->nargs]);
+    if (c->o.tree && strlen(c->o.tree) > SHALE_MAX_TREE_NAME)
+        return usage_error(c->cmd, "--tree: a name is at most %u bytes", SHALE_MAX_TREE_NAME);
     if (c->o.raw && c->o.hex)
         return usage_error(c->cmd, "--raw and --hex exclude each other");
     return EXIT_OK;

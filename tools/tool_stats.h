@@ -28,38 +28,36 @@ typedef struct ts_row {
     int kind;
 } ts_row;
 
-#define TS_ROW(n, f, k) {n, offsetof(shale_stats, f), k}
-
 static const ts_row ts_rows[] = {
-    TS_ROW("page size", page_size, TS_BYTES),
-    TS_ROW("pages in file", file_pages, TS_COUNT),
-    TS_ROW("pages used", live_pages, TS_COUNT),
-    TS_ROW("pages free", free_pages, TS_COUNT),
-    TS_ROW("pages pending", pending_pages, TS_COUNT),
-    TS_ROW("pages zombie", zombie_pages, TS_COUNT),
-    TS_ROW("file size", file_bytes, TS_BYTES),
-    TS_ROW("log bytes", log_bytes, TS_BYTES),
-    TS_ROW("segments", segments, TS_COUNT),
-    TS_ROW("young segments", young_segments, TS_COUNT),
-    TS_ROW("segment blocks", segment_blocks, TS_COUNT),
-    TS_ROW("entries", entries, TS_COUNT),
-    TS_ROW("tombstones", tombstones, TS_COUNT),
-    TS_ROW("memtable bytes", memtable_bytes, TS_BYTES),
-    TS_ROW("memtables", memtables, TS_COUNT),
-    TS_ROW("last sequence", last_sequence, TS_COUNT),
-    TS_ROW("checkpoints", checkpoints, TS_COUNT),
-    TS_ROW("flushes", flushes, TS_COUNT),
-    TS_ROW("merges", merges, TS_COUNT),
-    TS_ROW("bytes written (user)", bytes_written_user, TS_BYTES),
-    TS_ROW("bytes written (log)", bytes_written_log, TS_BYTES),
-    TS_ROW("bytes written (pages)", bytes_written_pages, TS_BYTES),
-    TS_ROW("cache hits", cache_hits, TS_COUNT),
-    TS_ROW("cache misses", cache_misses, TS_COUNT),
-    TS_ROW("write stalls", write_stalls, TS_COUNT),
-    TS_ROW("stall time (us)", stall_micros, TS_COUNT),
+    {"page size", offsetof(shale_stats, page_size), TS_BYTES},
+    {"pages in file", offsetof(shale_stats, file_pages), TS_COUNT},
+    {"pages used", offsetof(shale_stats, live_pages), TS_COUNT},
+    {"pages free", offsetof(shale_stats, free_pages), TS_COUNT},
+    {"pages pending", offsetof(shale_stats, pending_pages), TS_COUNT},
+    {"pages zombie", offsetof(shale_stats, zombie_pages), TS_COUNT},
+    {"file size", offsetof(shale_stats, file_bytes), TS_BYTES},
+    {"log bytes", offsetof(shale_stats, log_bytes), TS_BYTES},
+    {"segments", offsetof(shale_stats, segments), TS_COUNT},
+    {"young segments", offsetof(shale_stats, young_segments), TS_COUNT},
+    {"segment blocks", offsetof(shale_stats, segment_blocks), TS_COUNT},
+    {"entries", offsetof(shale_stats, entries), TS_COUNT},
+    {"tombstones", offsetof(shale_stats, tombstones), TS_COUNT},
+    {"memtable bytes", offsetof(shale_stats, memtable_bytes), TS_BYTES},
+    {"memtables", offsetof(shale_stats, memtables), TS_COUNT},
+    {"last sequence", offsetof(shale_stats, last_sequence), TS_COUNT},
+    {"checkpoints", offsetof(shale_stats, checkpoints), TS_COUNT},
+    {"flushes", offsetof(shale_stats, flushes), TS_COUNT},
+    {"merges", offsetof(shale_stats, merges), TS_COUNT},
+    {"bytes written (user)", offsetof(shale_stats, bytes_written_user), TS_BYTES},
+    {"bytes written (log)", offsetof(shale_stats, bytes_written_log), TS_BYTES},
+    {"bytes written (pages)", offsetof(shale_stats, bytes_written_pages), TS_BYTES},
+    {"cache hits", offsetof(shale_stats, cache_hits), TS_COUNT},
+    {"cache misses", offsetof(shale_stats, cache_misses), TS_COUNT},
+    {"write stalls", offsetof(shale_stats, write_stalls), TS_COUNT},
+    {"stall time (us)", offsetof(shale_stats, stall_micros), TS_COUNT},
 };
 
-/* The width of the label column: the longest label plus its colon. */
+/* The width of the label column: room for the longest label and its colon. */
 #define TS_LABEL_WIDTH 26
 
 /* ts_human -- format n bytes as "1.5 MiB" into buf. */
@@ -87,8 +85,7 @@ static inline void ts_label(FILE *f, const char *indent, const char *name)
 }
 
 /* ts_print_row -- one row: the raw value, and a readable size for bytes. */
-static inline void ts_print_row(FILE *f, const char *indent, const ts_row *r,
-                                const shale_stats *st)
+static inline void ts_print_row(FILE *f, const char *indent, const ts_row *r, const shale_stats *st)
 {
     uint64_t v = *(const uint64_t *)(const void *)((const char *)st + r->off);
     char human[32];

@@ -108,7 +108,7 @@ int shale_batch_apply(shale_db *db, shale_batch *b)
         return SHALE_ETOOBIG;
     int rc = db_write(db, b);
     if (rc == SHALE_OK)
-        atomic_fetch_add_explicit(&db->st_user_bytes, b->len, memory_order_relaxed);
+        atomic_fetch_add_explicit(&db->st_user_bytes, b->user_bytes, memory_order_relaxed);
     return rc;
 }
 
@@ -120,6 +120,7 @@ void shale_batch_clear(shale_batch *b)
         return;
     b->len = 0;
     b->count = 0;
+    b->user_bytes = 0;
     b->db = NULL;
 }
 

@@ -18,7 +18,6 @@ struct arena_block {
 
 #define ARENA_ALIGN 8u
 #define ARENA_BIG (ARENA_CHUNK / 4)
-#define ARENA_LINE 64u
 
 /* arena_add -- count n more bytes as used. */
 static void arena_add(arena *a, size_t n)
@@ -82,21 +81,6 @@ void *arena_alloc(arena *a, size_t n)
         return p;
     }
     return arena_alloc_slow(a, n);
-}
-
-/* arena_alloc_line -- n bytes with [off, off + len) inside one cache line. */
-void *arena_alloc_line(arena *a, size_t n, size_t off, size_t len)
-{
-    if (len <= ARENA_LINE && n <= a->left) {
-        size_t s = (size_t)(((uintptr_t)a->cur + off) & (ARENA_LINE - 1));
-        size_t pad = s + len > ARENA_LINE ? ARENA_LINE - s : 0;
-        if (pad && pad <= a->left - n) {
-            a->cur += pad;
-            a->left -= pad;
-            arena_add(a, pad);
-        }
-    }
-    return arena_alloc(a, n);
 }
 
 /* arena_bytes -- memory held, as described in arena.h. */

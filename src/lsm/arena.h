@@ -32,10 +32,6 @@ typedef struct arena {
 void arena_init(arena *a);
 /* arena_alloc -- n bytes, 8-byte aligned; NULL when out of memory. */
 void *arena_alloc(arena *a, size_t n);
-/* arena_alloc_line -- like arena_alloc, but bytes [off, off + len) of the
- * result lie in one 64-byte cache line when len <= 64 (padding the arena to
- * get there when the current chunk has room). */
-void *arena_alloc_line(arena *a, size_t n, size_t off, size_t len);
 size_t arena_bytes(const arena *a);
 void arena_free(arena *a);
 

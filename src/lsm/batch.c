@@ -55,6 +55,7 @@ int batch_add(shale_batch *b, uint8_t kind, uint32_t tree, const void *key, size
     }
     b->len = (size_t)(p - b->buf);
     b->count++;
+    b->user_bytes += klen + (kind != NODE_KIND_TOMBSTONE ? vlen : 0);
     return SHALE_OK;
 }
 

@@ -28,6 +28,7 @@ struct shale_batch {
     size_t len;
     size_t cap;
     size_t count;
+    uint64_t user_bytes; /* key + value bytes, for the statistics */
     shale_db *db; /* db of the first tree used; all must match */
 };
 

@@ -54,13 +54,12 @@ struct lg_writer {
     pthread_mutex_t io_mu;
     pthread_mutex_t sync_mu;
     /* under mu */
-    uint8_t *buf;      /* active buffer: bytes [buf_off, buf_off + len) */
+    uint8_t *buf; /* active buffer: bytes [buf_off, buf_off + len) */
     size_t len;
     uint64_t buf_off;
-    int err;           /* sticky error, SHALE_OK while healthy */
-    /* under io_mu */
-    uint8_t *spare;
-    size_t cap;        /* size of buf and of spare */
+    int err;        /* sticky error, SHALE_OK while healthy */
+    uint8_t *spare; /* under io_mu */
+    size_t cap;     /* size of buf and of spare; fixed */
     /* written under mu (size) or sync_mu (synced), read without a lock */
     _Atomic uint64_t size;
     _Atomic uint64_t synced;
@@ -68,7 +67,7 @@ struct lg_writer {
 
 /* --- writer ---------------------------------------------------------------- */
 
-/* lg_header -- fill the 17-byte header of a record and return its crc. */
+/* lg_header -- fill the LG_HDR-byte header of a record, crc included. */
 static void lg_header(uint8_t *h, uint8_t type, uint64_t seq, const void *payload, size_t len)
 {
     put_u32(h + 4, (uint32_t)len);
@@ -217,10 +216,16 @@ int lg_append(lg_writer *lw, uint8_t type, uint64_t seq, const void *payload, si
 }
 
 /* lg_write_out -- hand the buffered bytes to the file (no sync). */
-int lg_write_out(lg_writer *lw) { return lg_flush(lw, NULL); }
+int lg_write_out(lg_writer *lw)
+{
+    return lg_flush(lw, NULL);
+}
 
 /* lg_size -- bytes appended so far, buffered ones included. */
-uint64_t lg_size(lg_writer *lw) { return atomic_load_explicit(&lw->size, memory_order_relaxed); }
+uint64_t lg_size(lg_writer *lw)
+{
+    return atomic_load_explicit(&lw->size, memory_order_relaxed);
+}
 
 /* lg_sync -- group commit: make every byte up to upto durable. */
 int lg_sync(lg_writer *lw, uint64_t upto)
@@ -288,7 +293,13 @@ int lg_writer_open(sp_env *env, const char *path, size_t buf_bytes, lg_writer **
     if (lw->buf == NULL || lw->spare == NULL)
         ERR_SET(SHALE_ENOMEM);
     ERR(env->open(env, path, SP_O_CREATE, &lw->f));
-    ERR(env->truncate(lw->f, 0));
+    uint64_t old;
+    ERR(env->size(lw->f, &old));
+    if (old > 0) {
+        /* old records must not come back after a crash and be replayed */
+        ERR(env->truncate(lw->f, 0));
+        ERR(env->sync(lw->f));
+    }
     *lwp = lw;
     return SHALE_OK;
 err:
@@ -319,13 +330,13 @@ struct lg_reader {
     sp_env *env;
     sp_file *f;
     uint64_t fsize;
-    uint64_t pos;     /* offset of the next record = end of the valid prefix */
-    bool done;        /* the valid prefix has ended */
-    uint8_t *ra;      /* read-ahead: file bytes [ra_off, ra_off + ra_len) */
+    uint64_t pos; /* offset of the next record = end of the valid prefix */
+    bool done;    /* the valid prefix has ended */
+    uint8_t *ra;  /* read-ahead: file bytes [ra_off, ra_off + ra_len) */
     size_t ra_cap;
     size_t ra_len;
     uint64_t ra_off;
-    uint8_t *big;     /* a record longer than the read-ahead buffer */
+    uint8_t *big; /* a record longer than the read-ahead buffer */
     size_t big_cap;
 };
 
@@ -394,8 +405,7 @@ err:
 
 /* lg_reader_next -- the next good record, or SHALE_NOTFOUND at the end of the
  * valid prefix. */
-int lg_reader_next(lg_reader *lr, uint8_t *type, uint64_t *seq, const void **payload,
-                   size_t *len)
+int lg_reader_next(lg_reader *lr, uint8_t *type, uint64_t *seq, const void **payload, size_t *len)
 {
     const uint8_t *h;
 
@@ -424,10 +434,16 @@ int lg_reader_next(lg_reader *lr, uint8_t *type, uint64_t *seq, const void **pay
 }
 
 /* lg_reader_valid_end -- offset just past the last good record read. */
-uint64_t lg_reader_valid_end(const lg_reader *lr) { return lr->pos; }
+uint64_t lg_reader_valid_end(const lg_reader *lr)
+{
+    return lr->pos;
+}
 
 /* lg_reader_file_size -- the file's size when the reader opened it. */
-uint64_t lg_reader_file_size(const lg_reader *lr) { return lr->fsize; }
+uint64_t lg_reader_file_size(const lg_reader *lr)
+{
+    return lr->fsize;
+}
 
 /* lg_reader_close -- close the file and free the reader.  NULL ok. */
 void lg_reader_close(lg_reader *lr)

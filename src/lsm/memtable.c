@@ -6,11 +6,18 @@
  * newest version of key K visible at snapshot S is therefore the first node
  * of K with seq <= S; K is invisible at S when every version has seq > S.
  *
- * Node.  One arena allocation holds the header, `height` next pointers, the
- * key bytes and the value bytes, in that order, so a search step touches one
- * or two cache lines and an insert costs one bump of the arena pointer.  A
- * node too large for the arena's chunks gets a block of its own (arena.c);
- * either way it lives until the table is freed.
+ * Node.  One arena allocation holds the links (level h-1 down to level 0),
+ * a 16-byte header, the key and the value, in that order:
+ *
+ *   [link h-1] ... [link 0] | seq u64 | vlen u32 | klen u16 | kind u8 | height u8 | key | value
+ *                           ^ the node pointer
+ *
+ * so a search step at a low level reads one link, the header and the key,
+ * 40 bytes for a 16-byte key, and an insert costs one bump of the arena
+ * pointer.  Keys are at most UINT16_MAX bytes (internal keys are at most
+ * SHALE_MAX_KEY_SIZE plus a short tree prefix).  A node too large for the
+ * arena's chunks gets a block of its own (arena.c); either way it lives
+ * until the table is freed.
  *
  * Skiplist.  LevelDB's: a node gets height h with probability 4^-(h-1)
  * (capped at MT_MAX_HEIGHT), drawn from a per-table xorshift generator; the
@@ -42,8 +49,7 @@
 
 typedef struct mt_node mt_node;
 
-/* A node's links sit just below it in memory, level 0 nearest: level i at
- * ((mt_link *)node)[-1 - i].  The key, then the value, follow the header. */
+/* Level i's link of node n is ((mt_link *)n)[-1 - i] (see the essay). */
 typedef _Atomic(mt_node *) mt_link;
 
 struct mt_node {
@@ -57,20 +63,29 @@ struct mt_node {
 struct mt_table {
     arena arena;
     mt_node *head;
-    _Atomic int height;   /* levels in use, 1..MT_MAX_HEIGHT */
-    uint64_t rnd;         /* xorshift state; writer only */
+    _Atomic int height; /* levels in use, 1..MT_MAX_HEIGHT */
+    uint64_t rnd;       /* xorshift state; writer only */
     _Atomic uint64_t count;
     _Atomic int refs;
 };
 
 /* node_link -- n's level-i link. */
-static inline mt_link *node_link(const mt_node *n, int i) { return (mt_link *)n - 1 - i; }
+static inline mt_link *node_link(const mt_node *n, int i)
+{
+    return (mt_link *)n - 1 - i;
+}
 
 /* node_key -- the key bytes of n. */
-static inline const uint8_t *node_key(const mt_node *n) { return (const uint8_t *)(n + 1); }
+static inline const uint8_t *node_key(const mt_node *n)
+{
+    return (const uint8_t *)(n + 1);
+}
 
 /* node_val -- the value bytes of n. */
-static inline const uint8_t *node_val(const mt_node *n) { return node_key(n) + n->klen; }
+static inline const uint8_t *node_val(const mt_node *n)
+{
+    return node_key(n) + n->klen;
+}
 
 /* node_next -- n's successor at level i (acquire: it is fully initialised). */
 static inline mt_node *node_next(const mt_node *n, int i)
@@ -98,8 +113,7 @@ static inline int table_height(const mt_table *mt)
 }
 
 /* find_ge -- first node at or after (key, seq); fills prev[] when non-NULL. */
-static mt_node *find_ge(mt_table *mt, const void *key, size_t klen, uint64_t seq,
-                        mt_node **prev)
+static mt_node *find_ge(mt_table *mt, const void *key, size_t klen, uint64_t seq, mt_node **prev)
 {
     mt_node *x = mt->head;
     mt_node *last = NULL; /* a node already known not to be before the target */
@@ -175,10 +189,7 @@ static mt_node *node_new(mt_table *mt, int h, uint64_t seq, uint8_t kind, const 
                          size_t klen, const void *val, size_t vlen)
 {
     size_t links = (size_t)h * sizeof(mt_link);
-    /* what a search step at level 0 reads: the link, the header, the key */
-    size_t hot = sizeof(mt_link) + sizeof(mt_node) + klen;
-    uint8_t *p = arena_alloc_line(&mt->arena, links + sizeof(mt_node) + klen + vlen,
-                                  links - sizeof(mt_link), hot);
+    uint8_t *p = arena_alloc(&mt->arena, links + sizeof(mt_node) + klen + vlen);
     if (p == NULL)
         return NULL;
     mt_node *n = (mt_node *)(p + links);
@@ -234,7 +245,10 @@ int mt_create(mt_table **mtp)
 }
 
 /* mt_ref -- take one more reference. */
-void mt_ref(mt_table *mt) { atomic_fetch_add_explicit(&mt->refs, 1, memory_order_relaxed); }
+void mt_ref(mt_table *mt)
+{
+    atomic_fetch_add_explicit(&mt->refs, 1, memory_order_relaxed);
+}
 
 /* mt_unref -- drop a reference; the last one frees the table.  NULL ok. */
 void mt_unref(mt_table *mt)
@@ -246,8 +260,8 @@ void mt_unref(mt_table *mt)
 }
 
 /* mt_add -- link a new version in (one writer at a time). */
-int mt_add(mt_table *mt, uint64_t seq, uint8_t kind, const void *key, size_t klen,
-           const void *val, size_t vlen)
+int mt_add(mt_table *mt, uint64_t seq, uint8_t kind, const void *key, size_t klen, const void *val,
+           size_t vlen)
 {
     mt_node *prev[MT_MAX_HEIGHT];
 
@@ -287,7 +301,10 @@ int mt_get(mt_table *mt, const void *key, size_t klen, uint64_t snap, uint8_t *k
 }
 
 /* mt_bytes -- memory held by the table (arena chunks used, large values). */
-size_t mt_bytes(const mt_table *mt) { return arena_bytes(&mt->arena); }
+size_t mt_bytes(const mt_table *mt)
+{
+    return arena_bytes(&mt->arena);
+}
 
 /* mt_count -- versions added so far. */
 uint64_t mt_count(const mt_table *mt)
@@ -335,10 +352,16 @@ void mt_iter_init(mt_iter *it, mt_table *mt, uint64_t snap)
 }
 
 /* mt_iter_valid -- whether the cursor is on an entry. */
-bool mt_iter_valid(const mt_iter *it) { return it->node != NULL; }
+bool mt_iter_valid(const mt_iter *it)
+{
+    return it->node != NULL;
+}
 
 /* mt_iter_first -- to the smallest visible key. */
-void mt_iter_first(mt_iter *it) { iter_settle(it, node_next(it->mt->head, 0)); }
+void mt_iter_first(mt_iter *it)
+{
+    iter_settle(it, node_next(it->mt->head, 0));
+}
 
 /* mt_iter_last -- to the largest visible key. */
 void mt_iter_last(mt_iter *it)
@@ -409,7 +432,10 @@ const void *mt_iter_key(const mt_iter *it, size_t *klen)
 }
 
 /* mt_iter_kind -- the current entry's NODE_KIND_*. */
-uint8_t mt_iter_kind(const mt_iter *it) { return ((const mt_node *)it->node)->kind; }
+uint8_t mt_iter_kind(const mt_iter *it)
+{
+    return ((const mt_node *)it->node)->kind;
+}
 
 /* mt_iter_value -- the current value. */
 const void *mt_iter_value(const mt_iter *it, size_t *vlen)
@@ -420,4 +446,7 @@ const void *mt_iter_value(const mt_iter *it, size_t *vlen)
 }
 
 /* mt_iter_seq -- the current entry's sequence number. */
-uint64_t mt_iter_seq(const mt_iter *it) { return ((const mt_node *)it->node)->seq; }
+uint64_t mt_iter_seq(const mt_iter *it)
+{
+    return ((const mt_node *)it->node)->seq;
+}

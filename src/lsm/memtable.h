@@ -30,7 +30,8 @@ void mt_ref(mt_table *mt);
 void mt_unref(mt_table *mt); /* NULL ok */
 
 /* mt_add -- insert a version.  kind is a NODE_KIND_* (value, tombstone, merge).
- * seq must be larger than any seq already added for this key. */
+ * seq must be larger than any seq already added for this key.
+ * Errors: SHALE_ETOOBIG (klen > 65535 or vlen > UINT32_MAX), SHALE_ENOMEM. */
 int mt_add(mt_table *mt, uint64_t seq, uint8_t kind, const void *key, size_t klen,
            const void *val, size_t vlen);
 

@@ -225,6 +225,10 @@ Test(cli, usage_errors_exit_two)
     expect_fail(run("put", "--hex", dbpath, "zz", "00", NULL), 2, "not valid hex");
     expect_fail(run("put", "--hex", dbpath, "abc", "00", NULL), 2, "not valid hex");
     expect_fail(run("get", "--hex", "--raw", dbpath, "00", NULL), 2, "exclude");
+    char longname[SHALE_MAX_TREE_NAME + 2];
+    memset(longname, 't', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    expect_fail(run("put", "--tree", longname, dbpath, "k", "v", NULL), 2, "at most");
     cr_expect(!exists(dbpath), "a usage error created the database");
 }
 
@@ -352,6 +356,15 @@ Test(cli, empty_key_and_value_are_stored)
     expect_ok(run("get", dbpath, "e", NULL), "\n");
 }
 
+Test(cli, an_oversized_key_is_a_library_error)
+{
+    char *key = malloc(SHALE_MAX_KEY_SIZE + 2);
+    memset(key, 'k', SHALE_MAX_KEY_SIZE + 1);
+    key[SHALE_MAX_KEY_SIZE + 1] = '\0';
+    expect_fail(run("put", dbpath, key, "v", NULL), 1, "shale: put: ");
+    free(key);
+}
+
 Test(cli, double_dash_allows_leading_dashes)
 {
     expect_ok(run("put", dbpath, "--", "-k", "-v", NULL), "");
@@ -361,11 +374,10 @@ Test(cli, double_dash_allows_leading_dashes)
 Test(cli, stat_prints_every_statistic)
 {
     static const char *const names[] = {
-        "segments:",     "young segments:", "pages used:",     "pages free:",
-        "pages pending:", "file size:",     "log bytes:",      "entries:",
-        "tombstones:",   "memtable bytes:", "checkpoints:",    "flushes:",
-        "merges:",       "cache hits:",     "cache misses:",   "write stalls:",
-        "recovered:",
+        "segments:",     "young segments:", "pages used:", "pages free:", "pages pending:",
+        "file size:",    "log bytes:",      "entries:",    "tombstones:", "memtable bytes:",
+        "checkpoints:",  "flushes:",        "merges:",     "cache hits:", "cache misses:",
+        "write stalls:", "recovered:",
     };
     expect_ok(run("put", dbpath, "k", "v", NULL), "");
     cli_result r = run("stat", dbpath, NULL);

@@ -575,7 +575,7 @@ static void op_reopen(ctx *c)
     int rc = shale_close(c->db);
     CHECK(rc == SHALE_OK, "close: %s", shale_strerror(rc));
     c->db = NULL;
-    c->opts.memtable_size = (size_t)(64 + 64 * tu_rng_range(&c->rng, 4)) << 10;
+    c->opts.memtable_size = (size_t)(128 + 64 * tu_rng_range(&c->rng, 3)) << 10;
     c->opts.max_young_segments = 2 + (uint32_t)tu_rng_range(&c->rng, 2);
     open_db(c);
     /* Everything must have survived: a full compare of one tree. */
@@ -601,10 +601,10 @@ Test(model, random_operations_match_an_ordered_map, .timeout = 1200)
     cr_assert(c->kbuf && c->kbuf2 && c->vbuf);
     cr_assert_eq(tu_tmpdir(c->dir, sizeof c->dir), 0);
     shale_options_default(&c->opts);
-    c->opts.memtable_size = 128u << 10;
+    c->opts.memtable_size = 256u << 10;
     c->opts.page_size = tu_rng_range(&c->rng, 2) ? 1024 : 4096;
     c->opts.max_young_segments = 2;
-    c->opts.cache_size = 1u << 20;
+    c->opts.cache_size = 8u << 20;
     c->opts.flush_every_ms = 0;
     open_db(c);
 
@@ -631,9 +631,9 @@ Test(model, random_operations_match_an_ordered_map, .timeout = 1200)
             kind = 6, op_scan(c, t);
         else if (r < 9900)
             kind = 7, op_seek(c, t);
-        else if (r < 9950)
+        else if (r < 9965)
             kind = 8, op_snapshot(c);
-        else if (r < 9980) {
+        else if (r < 9975) {
             kind = 9;
             int rc = shale_flush(c->db);
             CHECK(rc == SHALE_OK, "flush: %s", shale_strerror(rc));

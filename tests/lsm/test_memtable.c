@@ -417,10 +417,10 @@ static bool conc_fail(conc *c, const char *what)
     return false;
 }
 
-#define CHECK(c, cond)                                                                          \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            return conc_fail((c), #cond);                                                      \
+#define CHECK(c, cond)                                                                             \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            return conc_fail((c), #cond);                                                          \
     } while (0)
 
 /* conc_key -- the key written at seq q (a function of q, so readers know it). */

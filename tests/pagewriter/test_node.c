@@ -152,7 +152,6 @@ static unsigned test_parent_encode(uint8_t *page, uint32_t ps, unsigned n)
             q += varint_put(q, e->kovf);
     }
     put_u32(page + 24, (uint32_t)(q - slots));
-    (void)kimax;
     return m;
 }
 
