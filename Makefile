@@ -14,6 +14,7 @@
 # binary per directory, linked with tests/support/*.c.
 
 CC ?= cc
+SHELL := /bin/bash
 PREFIX ?= /usr/local
 VARIANT ?= release
 PKG_CONFIG ?= pkg-config
@@ -95,10 +96,15 @@ $(B)/tests/test_%: $$(addprefix $(B)/,$$(subst .c,.o,$$(wildcard tests/$$*/test_
 # Test runs: every test binary in turn; Criterion prints its own summary.
 # SHALE_TEST_SCALE (default 1) scales the long randomized tests.
 TEST_JOBS ?= 2
+# Criterion counts a test that LeakSanitizer complained about as passed, so
+# the output is also searched for sanitizer reports.
 test-run: $(TEST_BINS) $(TOOLS)
 	@set -e; for t in $(TEST_BINS); do \
 		echo "== $$t"; \
-		SHALE_TOOLS=$(B) $$t --jobs $(TEST_JOBS) --timeout 1200; \
+		SHALE_TOOLS=$(B) $$t --jobs $(TEST_JOBS) --timeout 1200 2>&1 | tee $$t.log; \
+		test $${PIPESTATUS[0]} -eq 0; \
+		if grep -qE "ERROR: (LeakSanitizer|AddressSanitizer)|runtime error:|WARNING: ThreadSanitizer" $$t.log; then \
+			echo "$$t: sanitizer report above"; exit 1; fi; \
 	done
 
 test: check-deps

@@ -404,7 +404,7 @@ static int add_prepare(node_builder *b, const void *key, size_t klen, uint64_t v
 {
     if (b->err)
         return b->err;
-    if (klen > SHALE_MAX_KEY_SIZE || vlen > SHALE_MAX_VALUE_SIZE)
+    if (klen > NODE_MAX_KEY || vlen > SHALE_MAX_VALUE_SIZE)
         return SHALE_ETOOBIG;
     if (b->have_prev && key_cmp(key, klen, b->prev, b->prevlen) <= 0)
         return SHALE_EINVAL;

@@ -124,7 +124,7 @@ static int key_tail(const node_view *v, const uint8_t *p, raw_key *k)
     k->ovf = 0;
     if (k->flags & NODE_F_KEY_OVF) {
         if (!vi_get(&p, v->end, &k->ovf) || k->ovf < SP_FIRST_DATA_PAGE ||
-            v->plen + s != v->kimax || k->klen <= v->kimax || k->klen > SHALE_MAX_KEY_SIZE)
+            v->plen + s != v->kimax || k->klen <= v->kimax || k->klen > NODE_MAX_KEY)
             return SHALE_ECORRUPT;
     } else if (k->klen != v->plen + s || k->klen > v->kimax) {
         return SHALE_ECORRUPT;
@@ -342,7 +342,7 @@ int node_key_copy(sp_space *sp, const node_key *nk, uint8_t **buf, size_t *cap, 
 {
     if (!nk || !buf || !cap || !len)
         return SHALE_EINVAL;
-    if (nk->klen > SHALE_MAX_KEY_SIZE || (!nk->ovf_pgno && nk->klen != nk->plen + nk->slen))
+    if (nk->klen > NODE_MAX_KEY || (!nk->ovf_pgno && nk->klen != nk->plen + nk->slen))
         return SHALE_ECORRUPT;
     size_t klen = (size_t)nk->klen;
     if (*cap < klen || !*buf) {

@@ -51,6 +51,10 @@ enum node_kind {
 #define NODE_F_KEY_OVF 0x10
 #define NODE_F_VAL_OVF 0x20
 
+/* Keys stored here are the layer above's keys with its own prefix (lsm puts a
+ * 4-byte tree id in front), so the limit leaves room above the public one. */
+#define NODE_MAX_KEY (SHALE_MAX_KEY_SIZE + 64u)
+
 static inline uint32_t node_key_inline_max(uint32_t page_size) { return page_size / 8; }
 static inline uint32_t node_val_inline_max(uint32_t page_size) { return page_size / 4; }
 

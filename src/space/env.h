@@ -18,6 +18,11 @@
  *     callers only read what their checksummed structures say exists.
  *   - lock() takes an exclusive, non-blocking lock; a second lock of the same
  *     path, from this process or another, returns SHALE_EBUSY.
+ *   - map and unmap are optional (NULL: not supported; callers then read).
+ *     map() reserves `reserve` bytes of address space mapping the file
+ *     read-only and shared from offset 0: bytes written by write() show
+ *     through it at once, and only the part below the current end of the
+ *     file may be touched (beyond it a touch faults: SIGBUS on POSIX).
  *
  * Errors map from errno: ENOSPC/EDQUOT -> SHALE_ENOSPC, ENOMEM -> SHALE_ENOMEM,
  * ENOENT -> SHALE_ENOENT, EEXIST -> SHALE_EEXIST, anything else -> SHALE_EIO.
@@ -56,6 +61,8 @@ struct sp_env {
     int (*sync_dir)(sp_env *env, const char *dir);
     int (*lock)(sp_env *env, const char *path, sp_lock **lp);
     void (*unlock)(sp_lock *l);
+    int (*map)(sp_file *f, uint64_t reserve, const void **addr); /* optional */
+    void (*unmap)(sp_file *f, const void *addr, uint64_t reserve); /* with map */
     void *ctx; /* the implementation's own state */
 };
 

@@ -13,6 +13,11 @@
  * the same process gets SHALE_EBUSY, as it must.  Closing the descriptor
  * releases the lock.
  *
+ * map is mmap(PROT_READ, MAP_SHARED) of the whole reservation: the kernel
+ * maps file pages into it lazily and the same page cache serves pwrite, so
+ * writes show through at once.  Reserving beyond the end of the file costs
+ * address space only (a shared read-only file mapping commits no memory).
+ *
  * The env itself is a static object with no state (ctx is NULL).
  */
 #include "env.h"
@@ -23,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -289,6 +295,29 @@ static void px_unlock(sp_lock *l)
     free(l);
 }
 
+/* px_map -- map reserve bytes of f read-only and shared from offset 0. */
+static int px_map(sp_file *f, uint64_t reserve, const void **addr)
+{
+    void *p;
+
+    *addr = NULL;
+    if (reserve == 0 || reserve > SIZE_MAX)
+        return SHALE_EINVAL;
+    p = mmap(NULL, (size_t)reserve, PROT_READ, MAP_SHARED, f->fd, 0);
+    if (p == MAP_FAILED)
+        return sp_errno_to_rc(errno);
+    *addr = p;
+    return SHALE_OK;
+}
+
+/* px_unmap -- undo px_map. */
+static void px_unmap(sp_file *f, const void *addr, uint64_t reserve)
+{
+    (void)f;
+    if (addr != NULL)
+        munmap((void *)(uintptr_t)addr, (size_t)reserve);
+}
+
 static sp_env posix_env = {
     .open = px_open,
     .close = px_close,
@@ -304,6 +333,8 @@ static sp_env posix_env = {
     .sync_dir = px_sync_dir,
     .lock = px_lock,
     .unlock = px_unlock,
+    .map = px_map,
+    .unmap = px_unmap,
     .ctx = NULL,
 };
 
