@@ -118,7 +118,7 @@ static int sc_load(seg_cursor *c)
     RET(node_leaf_entry(l->data, c->ps, l->idx, e));
     c->vloaded = false;
     if (e->key.ovf_pgno != 0) {
-        if (e->key.klen > SHALE_MAX_KEY_SIZE ||
+        if (e->key.klen > NODE_MAX_KEY ||
             !seg_owns(c->seg, e->key.ovf_pgno,
                       e->key.ovf_pgno + pw_run_pages(c->ps, e->key.klen) - 1))
             return SHALE_ECORRUPT;

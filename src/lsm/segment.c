@@ -255,7 +255,7 @@ static int seg_decode_key(const uint8_t **pp, const uint8_t *end, uint8_t **key,
     uint64_t n;
     size_t used = varint_get(*pp, end, &n);
 
-    if (used == 0 || n > SHALE_MAX_KEY_SIZE || n > (uint64_t)(end - *pp - (ptrdiff_t)used))
+    if (used == 0 || n > NODE_MAX_KEY || n > (uint64_t)(end - *pp - (ptrdiff_t)used))
         return SHALE_ECORRUPT;
     *pp += used;
     *key = malloc(n ? n : 1);
