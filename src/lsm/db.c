@@ -357,7 +357,7 @@ int db_open_env(const char *path, const shale_options *opts, sp_env *env, shale_
     ERR(recover(db, m.log_no, &last_seq, &rec, &next_log));
     db->ckpt_log_no = m.log_no;
     atomic_store(&db->last_seq, last_seq);
-    ERR(mt_create(&mem.mt));
+    ERR(mt_create_sized(&mem.mt, db->opts.memtable_size));
     mem.log_no = next_log;
     if (!db->opts.read_only)
         ERR(db_open_log(db, next_log, &db->log));

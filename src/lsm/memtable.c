@@ -33,11 +33,22 @@
  * `height` (the tallest level in use) is read relaxed: a reader that sees a
  * stale value just starts lower; one that sees a new value finds the head's
  * pointer at that level NULL or set, both fine.
+ *
+ * Filter.  A table created with mt_create_sized also keeps a blocked Bloom
+ * filter of its keys (one 64-byte block per key, 6 bits in it, about 20 bits
+ * per key at typical entry sizes), so a point read of a key the table does
+ * not hold -- the common case once a tree outgrows its memtable -- costs one
+ * cache miss instead of a skiplist search.  The writer sets a key's bits
+ * (relaxed atomic OR) before linking its node; a reader whose snapshot
+ * includes the write acquired the db's last sequence after the writer
+ * released it, so the bits are visible to it.
  */
 #include "memtable.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
+
+#include <xxhash.h>
 
 #include "../space/common.h"
 #include "arena.h"
@@ -67,7 +78,41 @@ struct mt_table {
     uint64_t rnd;       /* xorshift state; writer only */
     _Atomic uint64_t count;
     _Atomic int refs;
+    _Atomic uint64_t *bloom; /* bloom_blocks blocks of 8 words, or NULL */
+    uint64_t bloom_blocks;
 };
+
+#define MT_BLOOM_PROBES 6
+
+/* bloom_block -- the first word of h's block. */
+static inline _Atomic uint64_t *bloom_block(const mt_table *mt, uint64_t h)
+{
+    uint64_t b = ((h >> 32) * mt->bloom_blocks) >> 32;
+    return mt->bloom + b * 8;
+}
+
+/* bloom_add -- set h's bits (writer). */
+static void bloom_add(mt_table *mt, uint64_t h)
+{
+    _Atomic uint64_t *blk = bloom_block(mt, h);
+    uint32_t a = (uint32_t)h, d = (uint32_t)(h >> 17) | 1;
+    for (int i = 0; i < MT_BLOOM_PROBES; i++, a += d)
+        atomic_fetch_or_explicit(&blk[(a >> 6) & 7], 1ull << (a & 63), memory_order_relaxed);
+}
+
+uint64_t mt_hash(const void *key, size_t klen) { return XXH3_64bits(key, klen); }
+
+bool mt_may_contain(const mt_table *mt, uint64_t h)
+{
+    if (!mt->bloom)
+        return true;
+    _Atomic uint64_t *blk = bloom_block(mt, h);
+    uint32_t a = (uint32_t)h, d = (uint32_t)(h >> 17) | 1;
+    for (int i = 0; i < MT_BLOOM_PROBES; i++, a += d)
+        if (!(atomic_load_explicit(&blk[(a >> 6) & 7], memory_order_relaxed) & (1ull << (a & 63))))
+            return false;
+    return true;
+}
 
 /* node_link -- n's level-i link. */
 static inline mt_link *node_link(const mt_node *n, int i)
@@ -223,14 +268,27 @@ static int random_height(mt_table *mt)
 }
 
 /* mt_create -- an empty table holding one reference. */
-int mt_create(mt_table **mtp)
+int mt_create(mt_table **mtp) { return mt_create_sized(mtp, 0); }
+
+/* mt_create_sized -- an empty table with a filter sized for expect_bytes. */
+int mt_create_sized(mt_table **mtp, size_t expect_bytes)
 {
     mt_table *mt = calloc(1, sizeof(*mt));
     if (mt == NULL)
         return SHALE_ENOMEM;
+    if (expect_bytes) {
+        /* ~10 bits per 64 bytes of memtable: entries are rarely smaller. */
+        mt->bloom_blocks = expect_bytes / 64 * 10 / 512 + 1;
+        mt->bloom = calloc(mt->bloom_blocks * 8, sizeof *mt->bloom);
+        if (!mt->bloom) {
+            free(mt);
+            return SHALE_ENOMEM;
+        }
+    }
     arena_init(&mt->arena);
     mt->head = node_new(mt, MT_MAX_HEIGHT, 0, 0, NULL, 0, NULL, 0);
     if (mt->head == NULL) {
+        free(mt->bloom);
         free(mt);
         return SHALE_ENOMEM;
     }
@@ -256,6 +314,7 @@ void mt_unref(mt_table *mt)
     if (mt == NULL || atomic_fetch_sub_explicit(&mt->refs, 1, memory_order_acq_rel) != 1)
         return;
     arena_free(&mt->arena);
+    free(mt->bloom);
     free(mt);
 }
 
@@ -273,6 +332,8 @@ int mt_add(mt_table *mt, uint64_t seq, uint8_t kind, const void *key, size_t kle
     mt_node *n = node_new(mt, h, seq, kind, key, klen, val, vlen);
     if (n == NULL)
         return SHALE_ENOMEM;
+    if (mt->bloom)
+        bloom_add(mt, mt_hash(key, klen));
     for (int i = cur; i < h; i++)
         prev[i] = mt->head;
     if (h > cur)

@@ -26,6 +26,9 @@
 typedef struct mt_table mt_table;
 
 int mt_create(mt_table **mtp);
+/* mt_create_sized -- the same with a Bloom filter sized for a table of
+ * expect_bytes (mt_bytes), for mt_may_contain. */
+int mt_create_sized(mt_table **mtp, size_t expect_bytes);
 void mt_ref(mt_table *mt);
 void mt_unref(mt_table *mt); /* NULL ok */
 
@@ -40,6 +43,11 @@ int mt_add(mt_table *mt, uint64_t seq, uint8_t kind, const void *key, size_t kle
  * SHALE_NOTFOUND when the table has no visible version of key. */
 int mt_get(mt_table *mt, const void *key, size_t klen, uint64_t snap, uint8_t *kind,
            const void **val, size_t *vlen);
+
+/* mt_hash / mt_may_contain -- false only when key (hashed with mt_hash) is
+ * certainly not in the table; always true for a table without a filter. */
+uint64_t mt_hash(const void *key, size_t klen);
+bool mt_may_contain(const mt_table *mt, uint64_t h);
 
 size_t mt_bytes(const mt_table *mt);   /* memory used (arena + large values) */
 uint64_t mt_count(const mt_table *mt); /* versions added */

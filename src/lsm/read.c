@@ -39,13 +39,13 @@ int buf_set(shale_buf *b, const void *p, size_t n)
 
 /* mem_lookup -- one memtable: SHALE_OK (value copied), SHALE_NOTFOUND
  * (tombstone), or 2 when the memtable does not know the key. */
-static int mem_lookup(mt_table *mt, uint64_t snap, const void *ikey, size_t iklen,
+static int mem_lookup(mt_table *mt, uint64_t h, uint64_t snap, const void *ikey, size_t iklen,
                       shale_buf *val)
 {
     uint8_t kind;
     const void *v;
     size_t vlen;
-    if (mt_get(mt, ikey, iklen, snap, &kind, &v, &vlen) != SHALE_OK)
+    if (!mt_may_contain(mt, h) || mt_get(mt, ikey, iklen, snap, &kind, &v, &vlen) != SHALE_OK)
         return 2;
     if (kind == NODE_KIND_TOMBSTONE)
         return SHALE_NOTFOUND;
@@ -55,14 +55,13 @@ static int mem_lookup(mt_table *mt, uint64_t snap, const void *ikey, size_t ikle
 int db_get_ikey(shale_db *db, ver_version *v, uint64_t snap, const void *ikey, size_t iklen,
                 shale_buf *val)
 {
-    int rc = mem_lookup(v->mem.mt, snap, ikey, iklen, val);
+    uint64_t h = mt_hash(ikey, iklen);
+    int rc = mem_lookup(v->mem.mt, h, snap, ikey, iklen, val);
     for (size_t i = 0; rc == 2 && i < v->nimm; i++)
-        rc = mem_lookup(v->imm[i].mt, snap, ikey, iklen, val);
+        rc = mem_lookup(v->imm[i].mt, h, snap, ikey, iklen, val);
     for (size_t i = 0; rc == 2 && i < v->nsegs; i++) {
         seg_segment *s = v->segs[i];
         uint8_t kind;
-        if (!seg_may_contain(s, ikey, iklen))
-            continue;
         int r = seg_get(s, ikey, iklen, &kind, val);
         if (r == SHALE_NOTFOUND)
             continue;

@@ -66,7 +66,7 @@ int db_switch_memtable(shale_db *db)
     RET(rc);
     /* The old log must be durable before any record of the new one can be. */
     RET(lg_sync(old->lw, UINT64_MAX));
-    RET(mt_create(&mt));
+    RET(mt_create_sized(&mt, db->opts.memtable_size));
     ERR(db_open_log(db, old->no + 1, &nl));
 
     pthread_mutex_lock(&db->ver_mu);

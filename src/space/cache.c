@@ -350,8 +350,10 @@ void cache_counts(sp_cache *c, uint64_t *hits, uint64_t *misses)
         *misses = atomic_load_explicit(&c->misses, memory_order_relaxed);
 }
 
-/* sp_page_data -- the bytes of a pinned page (space.h). */
+/* sp_page_data -- the bytes of a pinned page or of a mapped one (space.h). */
 const uint8_t *sp_page_data(const sp_page *pg)
 {
+    if (cache_is_mapped(pg))
+        return (const uint8_t *)((uintptr_t)pg & ~CACHE_MAPPED_TAG);
     return pg->data;
 }

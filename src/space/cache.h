@@ -6,16 +6,35 @@
  * hand.  Entries are pinned (reference counted) while a caller reads them and
  * are never evicted while pinned; a shard whose entries are all pinned grows
  * beyond its budget instead of failing.
+ *
+ * Pages read from the mapping (pagemap.h) never enter the cache: their handle
+ * is the page's address with the low bit set (mapped pages are at least
+ * SP_MIN_PAGE_SIZE-aligned), which sp_page_data strips and sp_page_put skips.
  */
 #ifndef SHALE_CACHE_H
 #define SHALE_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "space.h"
 
 typedef struct sp_cache sp_cache;
+
+#define CACHE_MAPPED_TAG ((uintptr_t)1)
+
+/* cache_mapped_handle -- the handle of a page served from the mapping. */
+static inline sp_page *cache_mapped_handle(const uint8_t *p)
+{
+    return (sp_page *)((uintptr_t)p | CACHE_MAPPED_TAG);
+}
+
+/* cache_is_mapped -- whether pg is a mapped page's handle (not an entry). */
+static inline bool cache_is_mapped(const sp_page *pg)
+{
+    return ((uintptr_t)pg & CACHE_MAPPED_TAG) != 0;
+}
 
 /* cache_load_fn -- fill buf (one page) with verified page pgno. */
 typedef int (*cache_load_fn)(void *ctx, uint64_t pgno, uint8_t *buf);

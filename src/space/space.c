@@ -1,12 +1,22 @@
 /*
- * space.c -- the page file: open/create, page I/O through the cache, and
- * checkpoints through the two header slots (header.c).
+ * space.c -- the page file: open/create, page I/O through the mapping
+ * (pagemap.c) or the cache (cache.c), and checkpoints through the two header
+ * slots (header.c).
  *
  * File layout: pages 0 and 1 are the header slots, every other page is a
  * normal page (page.h) or free.  The file may be shorter than file_pages
  * pages (pages loaned but never written) or, after a crash, longer (a free
  * tail not yet truncated); both are harmless: pages at or beyond file_pages
  * are free, and reading a page past the end of the file fails its check.
+ * It is never shorter than the last page the header does not list as free
+ * (every such page was written and synced before the header); open rejects a
+ * file that is (cut behind shale's back) as SHALE_ECORRUPT.
+ *
+ * Reads go to the mapping when the env can map, else (and for a page beyond
+ * what the mapping knows is in the file) to the cache.  Writes first make the
+ * mapping forget that the pages were verified, then write, then extend the
+ * mapping's extent and drop stale cache entries; a truncate shrinks the
+ * extent first.
  *
  * State kept here beyond the allocator and the cache: the sequence number and
  * slot of the last durable checkpoint, and its spill run, which must stay
@@ -41,6 +51,7 @@
 #include "cache.h"
 #include "common.h"
 #include "header.h"
+#include "pagemap.h"
 
 struct sp_space {
     sp_env *env;
@@ -49,6 +60,7 @@ struct sp_space {
     bool read_only;
     sp_freespace *fs;
     sp_cache *cache;
+    sp_pagemap *map; /* NULL: every read goes through the cache */
     uint64_t seq;   /* last durable checkpoint */
     int slot;       /* the slot holding it */
     sp_block spill; /* its spill run; first == 0 when none */
@@ -113,18 +125,36 @@ static int sp_shrink_cb(void *ctx, uint64_t file_pages)
     uint64_t size, want = file_pages * sp->page_size;
 
     RET(sp->env->size(sp->f, &size));
-    if (size > want)
+    if (size > want) {
+        if (sp->map)
+            pm_shrink(sp->map, file_pages); /* before the pages vanish */
         RET(sp->env->truncate(sp->f, want));
+    }
     return SHALE_OK;
+}
+
+/* sp_used_end -- one past the last page the header does not list as free. */
+static uint64_t sp_used_end(const sp_header *h)
+{
+    const sp_blocklist *fl = &h->free;
+    uint64_t end = h->slot.file_pages;
+
+    if (fl->n > 0 && fl->v[fl->n - 1].last + 1 >= end)
+        end = fl->v[fl->n - 1].first; /* a free tail */
+    return MAX(end, (uint64_t)SP_FIRST_DATA_PAGE);
 }
 
 /* sp_load_existing -- read the chosen header: page size, free list, meta. */
 static int sp_load_existing(sp_space *sp, void **meta, size_t *metalen)
 {
     sp_header h;
+    uint64_t size;
     int rc = SHALE_OK;
 
     RET(hdr_read(sp->env, sp->f, &h));
+    ERR(sp->env->size(sp->f, &size));
+    if (size / h.slot.page_size < sp_used_end(&h))
+        ERR_SET(SHALE_ECORRUPT); /* cut short: live pages are missing */
     sp->page_size = h.slot.page_size;
     sp->seq = h.slot.seq;
     sp->slot = h.which;
@@ -165,6 +195,17 @@ static int sp_open_file(sp_space *sp, const sp_config *cfg, bool *isnew)
     return SHALE_OK;
 }
 
+/* sp_map_open -- map the file when the env can (after any truncate at open). */
+static int sp_map_open(sp_space *sp)
+{
+    uint64_t size;
+
+    if (sp->env->map == NULL)
+        return SHALE_OK;
+    RET(sp->env->size(sp->f, &size));
+    return pm_open(sp->env, sp->f, sp->page_size, size, &sp->map);
+}
+
 /* sp_open -- open or create the page file. */
 int sp_open(const sp_config *cfg, sp_space **spp, void **meta, size_t *metalen, bool *created)
 {
@@ -190,6 +231,7 @@ int sp_open(const sp_config *cfg, sp_space **spp, void **meta, size_t *metalen, 
     } else
         ERR(sp_load_existing(sp, &m, &mlen));
     ERR(cache_create(cfg->cache_bytes, sp->page_size, &sp->cache));
+    ERR(sp_map_open(sp));
     if (meta)
         *meta = m;
     else
@@ -211,6 +253,7 @@ void sp_close(sp_space *sp)
 {
     if (sp == NULL)
         return;
+    pm_close(sp->map);
     cache_destroy(sp->cache);
     fs_destroy(sp->fs);
     if (sp->f)
@@ -252,27 +295,55 @@ static int sp_load_page(void *ctx, uint64_t pgno, uint8_t *buf)
     return sp_page_verify(buf, sp->page_size, pgno);
 }
 
-/* sp_page_get -- pin page pgno, reading and verifying it on a miss. */
+/* sp_page_get -- pin page pgno: mapped, or read and verified on a cache miss. */
 int sp_page_get(sp_space *sp, uint64_t pgno, sp_page **pgp)
 {
+    const uint8_t *p;
+
     if (pgp == NULL)
         return SHALE_EINVAL;
     *pgp = NULL;
     if (!sp_range_ok(sp, pgno, 1))
         return SHALE_ECORRUPT;
+    if (LIKELY(sp->map != NULL)) {
+        RET(pm_get(sp->map, pgno, &p));
+        if (LIKELY(p != NULL)) {
+            *pgp = cache_mapped_handle(p);
+            return SHALE_OK;
+        }
+    }
     return cache_get(sp->cache, pgno, sp_load_page, sp, pgp);
 }
 
-/* sp_page_put -- unpin. */
+/* sp_page_put -- unpin (a mapped page holds no pin). */
 void sp_page_put(sp_space *sp, sp_page *pg)
 {
-    cache_put(sp->cache, pg);
+    if (!cache_is_mapped(pg))
+        cache_put(sp->cache, pg);
 }
 
-/* sp_read_run -- read npages pages from pgno into buf uncached, verifying each. */
+/* sp_read_mapped -- copy the leading pages of a run that the mapping holds;
+ * *done says how many. */
+static int sp_read_mapped(sp_space *sp, uint64_t pgno, uint64_t npages, uint8_t *buf,
+                          uint64_t *done)
+{
+    uint32_t ps = sp->page_size;
+    const uint8_t *p;
+
+    for (*done = 0; *done < npages; ++*done) {
+        RET(pm_get(sp->map, pgno + *done, &p));
+        if (p == NULL)
+            break;
+        memcpy(buf + *done * ps, p, ps);
+    }
+    return SHALE_OK;
+}
+
+/* sp_read_run -- copy npages pages from pgno into buf uncached, verifying each. */
 int sp_read_run(sp_space *sp, uint64_t pgno, uint64_t npages, uint8_t *buf)
 {
     uint32_t ps = sp->page_size;
+    uint64_t i = 0;
 
     if (npages == 0)
         return SHALE_OK;
@@ -280,8 +351,12 @@ int sp_read_run(sp_space *sp, uint64_t pgno, uint64_t npages, uint8_t *buf)
         return SHALE_ECORRUPT;
     if (npages > SIZE_MAX / ps)
         return SHALE_ENOMEM;
-    RET(sp->env->read(sp->f, buf, (size_t)(npages * ps), pgno * ps));
-    for (uint64_t i = 0; i < npages; i++)
+    if (sp->map)
+        RET(sp_read_mapped(sp, pgno, npages, buf, &i));
+    if (i == npages)
+        return SHALE_OK;
+    RET(sp->env->read(sp->f, buf + i * ps, (size_t)((npages - i) * ps), (pgno + i) * ps));
+    for (; i < npages; i++)
         RET(sp_page_verify(buf + i * ps, ps, pgno + i));
     return SHALE_OK;
 }
@@ -302,7 +377,12 @@ int sp_write_pages(sp_space *sp, uint64_t pgno, const uint8_t *buf, uint64_t npa
         if (sp_page_verify(buf + i * ps, ps, pgno + i) < 0)
             return SHALE_EINVAL; /* the caller forgot to seal, or misnumbered */
 #endif
+    /* Before the write: a reader must check the new contents again. */
+    if (sp->map)
+        pm_forget(sp->map, pgno, npages);
     RET(sp->env->write(sp->f, buf, (size_t)(npages * ps), pgno * ps));
+    if (sp->map)
+        pm_extend(sp->map, pgno + npages);
     /* After the write: a miss racing with it either inserted before this drop
      * (and is dropped) or sees the shard epoch move and does not insert. */
     cache_drop(sp->cache, pgno, npages);
@@ -460,6 +540,13 @@ void sp_stats_get(sp_space *sp, sp_stats *st)
     st->file_pages = fs_file_pages(sp->fs);
     fs_counts(sp->fs, &st->free_pages, &st->pending_pages);
     cache_counts(sp->cache, &st->cache_hits, &st->cache_misses);
+    if (sp->map) {
+        uint64_t h, m;
+        pm_counts(sp->map, &h, &m);
+        st->cache_hits += h;
+        st->cache_misses += m;
+        st->mapped_reads = h + m;
+    }
     st->pages_written = atomic_load_explicit(&sp->pages_written, memory_order_relaxed);
     st->checkpoints = atomic_load_explicit(&sp->checkpoints, memory_order_relaxed);
 }

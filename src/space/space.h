@@ -1,6 +1,6 @@
 /*
- * space.h -- the page file: I/O of pages through a page cache, the allocator,
- * and checkpoints through the two header slots.  Nothing here knows what a
+ * space.h -- the page file: I/O of pages through a read-only mapping or a page
+ * cache, the allocator, and checkpoints through the two header slots.  Nothing here knows what a
  * key or a segment is: the layer above hands a checkpoint an opaque body
  * ("meta") and the set of pages it keeps live, and gets the body back at open.
  *
@@ -15,6 +15,14 @@
  *
  * Thread safety: page reads and writes and allocation may run from any thread;
  * checkpoints must be serialised by the caller.
+ *
+ * Reads: where the env can map files, pages are served from the mapping (no
+ * lock, copy or system call; each page's checksum checked on its first access
+ * and again after each rewrite); otherwise, and for pages the mapping does not
+ * cover yet, from the cache.  Either way a pinned page's bytes stay valid
+ * until sp_page_put, but a mapped page shows a rewrite at once: the layer
+ * above must not rewrite a page while a reader may hold it (it reuses pages
+ * only once no version that names them is pinned).
  */
 #ifndef SHALE_SPACE_H
 #define SHALE_SPACE_H
@@ -44,7 +52,8 @@ typedef struct sp_config {
  * NULL when len 0) holds the body of the newest valid checkpoint, and
  * *created tells whether the file was new (then *meta is NULL).
  * Errors: SHALE_ENOENT (missing, create false), SHALE_ECORRUPT (no valid
- * slot), SHALE_EFORMAT (other format version), SHALE_EINVAL (bad page size),
+ * slot, or the file ends before the last page the header does not list as
+ * free), SHALE_EFORMAT (other format version), SHALE_EINVAL (bad page size),
  * SHALE_EIO, SHALE_ENOMEM. */
 int sp_open(const sp_config *cfg, sp_space **spp, void **meta, size_t *metalen, bool *created);
 /* sp_close -- release everything (no checkpoint, no sync). */
@@ -60,27 +69,33 @@ uint64_t sp_ckpt_seq(const sp_space *sp); /* sequence number of the last durable
  * ordering above; on error the previous checkpoint stays in force. */
 int sp_checkpoint(sp_space *sp, const sp_blocklist *live, const void *meta, size_t metalen);
 
-/* sp_page_get -- pin page pgno, reading and verifying it on a cache miss.
+/* sp_page_get -- pin page pgno: from the mapping, verified on its first
+ * access, else through the cache, verified on a miss.
  * Errors: SHALE_ECORRUPT (checksum, pgno or type mismatch; a page beyond the
  * file), SHALE_EIO, SHALE_ENOMEM. */
 int sp_page_get(sp_space *sp, uint64_t pgno, sp_page **pgp);
 const uint8_t *sp_page_data(const sp_page *pg);
 void sp_page_put(sp_space *sp, sp_page *pg); /* unpin; NULL is a no-op */
 
-/* sp_read_run -- read npages pages from pgno into buf (uncached), verifying
- * each page.  Errors as sp_page_get. */
+/* sp_read_run -- copy npages pages from pgno into buf (not through the
+ * cache), verifying each page (mapped pages: unless verified since their
+ * last write).  Errors as sp_page_get. */
 int sp_read_run(sp_space *sp, uint64_t pgno, uint64_t npages, uint8_t *buf);
 
 /* sp_write_pages -- write npages sealed pages from buf at pgno (pages must be
- * loaned to the caller).  Drops stale cache entries for them. */
+ * loaned to the caller).  Drops stale cache entries and verified marks. */
 int sp_write_pages(sp_space *sp, uint64_t pgno, const uint8_t *buf, uint64_t npages);
 
 /* sp_sync -- fdatasync the page file. */
 int sp_sync(sp_space *sp);
 
+/* Page reads count in cache_hits/cache_misses whichever path served them; a
+ * mapped read is a miss when it checked the page (first access), a hit when
+ * not.  mapped_reads counts the mapped ones among them. */
 typedef struct sp_stats {
     uint64_t file_pages, free_pages, pending_pages;
     uint64_t cache_hits, cache_misses, pages_written, checkpoints;
+    uint64_t mapped_reads;
 } sp_stats;
 void sp_stats_get(sp_space *sp, sp_stats *st);
 

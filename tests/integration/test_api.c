@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -696,6 +698,103 @@ Test(api, read_only_open_reads_but_rejects_writes)
     expect_s(t, "k", "v");
     expect_s(t, "k2", NULL);
     cr_assert_eq(shale_close(db), SHALE_OK);
+}
+
+Test(api, read_only_open_recovers_a_log_without_changing_files)
+{
+    /* A child writes, flushes and is killed: the directory holds a log. */
+    fflush(NULL);
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        shale_db *db;
+        shale_tree *t;
+        char ok = 1;
+        close(fds[0]);
+        if (shale_open(dir, NULL, &db) || shale_open_tree(db, "t", &t) ||
+            shale_insert(t, "k", 1, "logged", 6, NULL) || shale_flush(db) ||
+            write(fds[1], &ok, 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(fds[1]);
+    char ok = 0;
+    ssize_t got = read(fds[0], &ok, 1);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close(fds[0]);
+    cr_assert_eq(got, 1, "the child failed");
+
+    char listing[2][4096];
+    for (int pass = 0; pass < 2; pass++) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "cd '%s' && ls -l --time-style=+%%s%%N | grep -v LOCK", dir);
+        FILE *p = popen(cmd, "r");
+        cr_assert_not_null(p);
+        size_t n = fread(listing[pass], 1, sizeof listing[pass] - 1, p);
+        listing[pass][n] = 0;
+        pclose(p);
+        if (pass == 1)
+            break;
+        shale_options o;
+        shale_options_default(&o);
+        o.read_only = true;
+        shale_db *db = open_ok(&o);
+        expect_s(tree_ok(db, "t"), "k", "logged");
+        cr_assert_eq(shale_close(db), SHALE_OK);
+    }
+    cr_assert_str_eq(listing[0], listing[1], "a read-only open changed the files");
+    /* A normal open recovers the same. */
+    shale_db *db = open_ok(NULL);
+    expect_s(tree_ok(db, "t"), "k", "logged");
+    cr_assert_eq(shale_close(db), SHALE_OK);
+}
+
+Test(api, page_size_is_fixed_at_creation)
+{
+    shale_options o;
+    shale_options_default(&o);
+    o.page_size = 1024;
+    shale_db *db = open_ok(&o);
+    put_s(tree_ok(db, NULL), "k", "v");
+    cr_assert_eq(shale_close(db), SHALE_OK);
+    o.page_size = 16384;
+    db = open_ok(&o);
+    shale_stats st;
+    cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+    cr_assert_eq(st.page_size, 1024, "the page size given at a later open is ignored");
+    expect_s(tree_ok(db, NULL), "k", "v");
+    cr_assert_eq(shale_close(db), SHALE_OK);
+}
+
+Test(api, opening_a_regular_file_is_an_error)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/file", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("not a database", f);
+    fclose(f);
+    shale_db *db = NULL;
+    int rc = shale_open(path, NULL, &db);
+    cr_assert_lt(rc, 0, "open of a regular file: %d", rc);
+    cr_assert_null(db);
+    /* A directory holding garbage as its page file. */
+    char sub[300];
+    snprintf(sub, sizeof sub, "%s/db", dir);
+    cr_assert_eq(mkdir(sub, 0755), 0);
+    snprintf(path, sizeof path, "%s/db/data", dir);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 3000; i++)
+        fputs("garbage!", f);
+    fclose(f);
+    rc = shale_open(sub, NULL, &db);
+    cr_assert(rc == SHALE_ECORRUPT || rc == SHALE_EFORMAT, "open of a garbage page file: %d (%s)", rc,
+              shale_strerror(rc));
 }
 
 /* ---- error strings ------------------------------------------------------------------ */

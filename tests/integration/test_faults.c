@@ -1,8 +1,9 @@
 /*
  * test_faults.c -- fail each env call of a short workload in turn.
  *
- * A base database (batches 1..BASE of workload.h, closed cleanly) is reopened
- * and given a short workload: open, batches, flush, enough batches for a
+ * A base database (batches 1..BASE of workload.h, the last ones only in a
+ * flushed log left by a power cut) is reopened -- recovering that log -- and
+ * given a short workload: open, batches, flush, enough batches for a
  * memtable write-out (and its checkpoint), flush, close.  A healthy run
  * counts the env calls it makes; then, for each call index i, a fresh copy
  * runs the workload with the i-th call failing -- once, or from then on (a
@@ -27,7 +28,7 @@
 #define DBPATH "db"
 #define BASE 30     /* batches in the base database */
 #define PHASE1 20   /* batches before the first flush */
-#define PHASE2 60   /* then enough for a 64 KiB memtable write-out */
+#define PHASE2 200  /* then ~350 KB: writers must wait for write-outs and merges */
 
 typedef struct fault_res {
     uint64_t flushed, acked, attempted;
@@ -44,7 +45,9 @@ static void fault_opts(shale_options *o)
     o->flush_every_ms = 0;
 }
 
-/* build_base -- a fresh env holding batches 1..BASE, closed cleanly. */
+/* build_base -- a fresh env holding batches 1..BASE: the first half closed
+ * cleanly, the second half only in a flushed log (the power was cut after
+ * the flush), so the faulted open has a log to recover. */
 static memenv *build_base(uint64_t seed)
 {
     memenv *m = memenv_create();
@@ -55,15 +58,24 @@ static memenv *build_base(uint64_t seed)
 
     cr_assert_not_null(m);
     fault_opts(&o);
-    cr_assert_eq(db_open_env(DBPATH, &o, memenv_env(m), &db), SHALE_OK);
-    cr_assert_eq(wl_open_trees(db, trees), SHALE_OK);
     cr_assert_eq(shale_batch_new(&b), SHALE_OK);
-    for (uint64_t g = 1; g <= BASE; g++) {
-        cr_assert_eq(wl_fill(b, trees, seed, g), SHALE_OK);
-        cr_assert_eq(shale_batch_apply(db, b), SHALE_OK);
+    for (int half = 0; half < 2; half++) {
+        cr_assert_eq(db_open_env(DBPATH, &o, memenv_env(m), &db), SHALE_OK);
+        cr_assert_eq(wl_open_trees(db, trees), SHALE_OK);
+        for (uint64_t g = 1 + half * (BASE / 2); g <= (half + 1u) * (BASE / 2); g++) {
+            cr_assert_eq(wl_fill(b, trees, seed, g), SHALE_OK);
+            cr_assert_eq(shale_batch_apply(db, b), SHALE_OK);
+        }
+        if (half == 0) {
+            cr_assert_eq(shale_close(db), SHALE_OK);
+        } else {
+            cr_assert_eq(shale_flush(db), SHALE_OK);
+            memenv_crash(m);
+            shale_close(db);
+            cr_assert_eq(memenv_revive(m, seed), SHALE_OK);
+        }
     }
     shale_batch_free(b);
-    cr_assert_eq(shale_close(db), SHALE_OK);
     return m;
 }
 
@@ -112,6 +124,14 @@ static void workload(memenv *m, uint64_t seed, uint64_t i, fault_res *r)
         /* After an error: a flush that succeeds covers every acked batch. */
         if (check_rc(shale_flush(db), "flush after error", i, r) == SHALE_OK)
             r->flushed = r->acked;
+    }
+    if (i == 0) {
+        shale_stats st;
+        cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+        fprintf(stderr,
+                "faults: the healthy workload wrote out %" PRIu64 " memtables, %" PRIu64
+                " merges, %" PRIu64 " checkpoints before close\n",
+                st.flushes, st.merges, st.checkpoints);
     }
     if (check_rc(shale_close(db), "close", i, r) == SHALE_OK)
         r->flushed = r->acked;

@@ -4,8 +4,8 @@
  * Two trees; a mix of blind and read-modify-write inserts and removes, gets,
  * batches across both trees, scans in both directions with random bounds,
  * seek / seek_prev followed by next/prev with direction changes, iterators
- * held open across writes (their snapshot must not move), flushes and
- * close + reopen.  Every result is compared with the model, a sorted array
+ * held open across writes, write-outs and merges (their snapshot must not
+ * move), dropping and re-creating a tree, flushes and close + reopen.  Every result is compared with the model, a sorted array
  * per tree.  Keys include the empty key, keys that share long prefixes (and
  * are prefixes of each other), keys over 512 bytes and a few within a few
  * bytes of SHALE_MAX_KEY_SIZE; values include empty ones and some over 2 KiB.
@@ -141,7 +141,7 @@ typedef struct ctx {
     shale_buf buf, old;
     uint8_t *kbuf, *kbuf2, *vbuf;
     uint64_t op;
-    uint64_t stats[16];
+    uint64_t stats[16]; /* operations done, by kind */
 } ctx;
 
 static uint8_t prefix_bytes[1200];
@@ -157,7 +157,7 @@ static size_t pool_key(uint64_t i, uint8_t *out)
         return 0;
     if (i % 400 == 7) {
         /* Within a few bytes of the limit. */
-        size_t n = SHALE_MAX_KEY_SIZE - 4 - (size_t)(h % 8); /* TEMP */
+        size_t n = SHALE_MAX_KEY_SIZE - (size_t)(h % 8);
         memset(out, 'M', n);
         memcpy(out + n - 8, &i, 8);
         return n;
@@ -548,7 +548,10 @@ static void op_snapshot(ctx *c)
     int rc = shale_iter_open(c->t[t], &it);
     CHECK(rc == SHALE_OK, "iter_open: %s", shale_strerror(rc));
     m_copy_range(&c->m[t], 0, c->m[t].n, &snap);
-    int writes = 1 + (int)tu_rng_range(&c->rng, 30);
+    /* Sometimes enough writes for memtable write-outs and merges while the
+     * iterator pins the old version (its pages must stay readable). */
+    int writes = tu_rng_range(&c->rng, 10) ? 1 + (int)tu_rng_range(&c->rng, 30)
+                                            : 300 + (int)tu_rng_range(&c->rng, 3000);
     for (int i = 0; i < writes; i++) {
         if (tu_rng_range(&c->rng, 3))
             op_insert(c, t, false);
@@ -568,6 +571,16 @@ static void op_snapshot(ctx *c)
     scan_against(c, it, &snap, a, z, tu_rng_range(&c->rng, 2), SIZE_MAX);
     m_free(&snap);
     shale_iter_close(it);
+}
+
+/* op_drop -- drop the second tree; re-created empty, its old keys never return. */
+static void op_drop(ctx *c)
+{
+    int rc = shale_drop_tree(c->db, "second");
+    CHECK(rc == SHALE_OK, "drop_tree: %s", shale_strerror(rc));
+    m_free(&c->m[1]);
+    rc = shale_open_tree(c->db, "second", &c->t[1]);
+    CHECK(rc == SHALE_OK, "open_tree after drop: %s", shale_strerror(rc));
 }
 
 static void op_reopen(ctx *c)
@@ -637,10 +650,12 @@ Test(model, random_operations_match_an_ordered_map, .timeout = 1200)
             kind = 9;
             int rc = shale_flush(c->db);
             CHECK(rc == SHALE_OK, "flush: %s", shale_strerror(rc));
-        } else if (r < 9995) {
+        } else if (r < 9993) {
             kind = 10;
             shale_stats st;
             CHECK(shale_stats_get(c->db, &st) == SHALE_OK, "stats");
+        } else if (r < 9994) {
+            kind = 12, op_drop(c);
         } else {
             kind = 11, op_reopen(c);
         }
@@ -658,14 +673,15 @@ Test(model, random_operations_match_an_ordered_map, .timeout = 1200)
     cr_assert_eq(shale_stats_get(c->db, &st), SHALE_OK);
     fprintf(stderr,
             "model: done; keys %zu + %zu; ops: ins %llu ins_old %llu rm %llu rm_old %llu get %llu "
-            "batch %llu scan %llu seek %llu snap %llu flush %llu reopen %llu; segments %llu, "
+            "batch %llu scan %llu seek %llu snap %llu flush %llu reopen %llu drop %llu; segments %llu, "
             "flushes %llu, merges %llu\n",
             c->m[0].n, c->m[1].n, (unsigned long long)c->stats[0], (unsigned long long)c->stats[1],
             (unsigned long long)c->stats[2], (unsigned long long)c->stats[3],
             (unsigned long long)c->stats[4], (unsigned long long)c->stats[5],
             (unsigned long long)c->stats[6], (unsigned long long)c->stats[7],
             (unsigned long long)c->stats[8], (unsigned long long)c->stats[9],
-            (unsigned long long)c->stats[11], (unsigned long long)st.segments,
+            (unsigned long long)c->stats[11], (unsigned long long)c->stats[12],
+            (unsigned long long)st.segments,
             (unsigned long long)st.flushes, (unsigned long long)st.merges);
     cr_assert_eq(shale_close(c->db), SHALE_OK);
     for (int t = 0; t < NTREES; t++)

@@ -77,7 +77,7 @@ static void workload(pl_state *s, int round, round_result *res)
     }
     cr_assert_eq(shale_batch_new(&b), SHALE_OK);
     rc = wl_open_trees(db, trees);
-    uint64_t nb = 20 + tu_rng_range(&s->rng, 180);
+    uint64_t nb = 20 + tu_rng_range(&s->rng, 280);
     uint64_t flush_every = 1 + tu_rng_range(&s->rng, 15);
     for (uint64_t i = 1; rc == SHALE_OK && i <= nb; i++) {
         uint64_t g = s->G + i;
@@ -159,7 +159,7 @@ static void one_round(pl_state *s, int round)
 Test(powerloss, recovered_state_is_a_prefix_with_every_flushed_batch, .timeout = 900)
 {
     uint64_t seed = tu_seed();
-    int rounds = (int)tu_scaled(200);
+    int rounds = (int)tu_scaled(400);
     pl_state s;
 
     memset(&s, 0, sizeof s);

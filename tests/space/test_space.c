@@ -1,6 +1,7 @@
 /*
  * test_space.c -- the page file end to end: create/reopen, page I/O through
- * the cache (hits, stale entries, pins, eviction, concurrency), checkpoints
+ * the mapping and through the cache (hits, stale entries, pins, eviction,
+ * concurrency; the cache-only cases with an env that cannot map), checkpoints
  * (free-list persistence, reuse only after durability, tail truncation,
  * fallback on a torn slot), corruption detection; and the POSIX env.
  */
@@ -22,6 +23,8 @@
 static char dir[64];
 static char path[96];
 static sp_env *env;
+static sp_env *open_env; /* the env sp_open gets: NULL (POSIX) or no_map */
+static sp_env no_map;    /* POSIX without map: every read through the cache */
 
 static void setup(void)
 {
@@ -29,6 +32,16 @@ static void setup(void)
     cr_assert_not_null(mkdtemp(dir));
     snprintf(path, sizeof(path), "%s/data", dir);
     env = sp_env_posix();
+    no_map = *env;
+    no_map.map = NULL;
+    no_map.unmap = NULL;
+    open_env = NULL;
+}
+
+/* cache_only -- open page files with an env that cannot map from now on. */
+static void cache_only(void)
+{
+    open_env = &no_map;
 }
 
 /* rm_entry -- remove one directory entry of dir (list callback). */
@@ -54,8 +67,12 @@ TestSuite(env_posix, .init = setup, .fini = teardown);
 static int open_cfg(sp_space **sp, size_t cache, bool create, bool ro, void **meta, size_t *mlen,
                     bool *created)
 {
-    sp_config cfg = {
-        .path = path, .page_size = PS, .cache_bytes = cache, .create = create, .read_only = ro};
+    sp_config cfg = {.env = open_env,
+                     .path = path,
+                     .page_size = PS,
+                     .cache_bytes = cache,
+                     .create = create,
+                     .read_only = ro};
     return sp_open(&cfg, sp, meta, mlen, created);
 }
 
@@ -174,7 +191,8 @@ Test(space, empty_file_is_created_again)
     sp_close(sp);
 }
 
-Test(space, pages_are_read_back_through_the_cache)
+/* read_back -- a first read of each page misses, later ones hit (either path). */
+static void read_back(bool mapped)
 {
     sp_space *sp = open_rw();
     sp_stats st;
@@ -187,10 +205,23 @@ Test(space, pages_are_read_back_through_the_cache)
     cr_assert_eq(st.cache_misses, 10);
     cr_assert_eq(st.cache_hits, 20);
     cr_assert_eq(st.pages_written, 10);
+    cr_assert_eq(st.mapped_reads, mapped ? 30 : 0);
     sp_close(sp);
 }
 
-Test(space, rewrite_drops_the_stale_cache_entry)
+Test(space, pages_are_read_back_through_the_mapping)
+{
+    read_back(true);
+}
+
+Test(space, pages_are_read_back_through_the_cache)
+{
+    cache_only();
+    read_back(false);
+}
+
+/* rewrite_read -- a rewritten page reads back new. */
+static void rewrite_read(void)
 {
     sp_space *sp = open_rw();
     uint64_t p = write_run(sp, 1, 1);
@@ -201,8 +232,21 @@ Test(space, rewrite_drops_the_stale_cache_entry)
     sp_close(sp);
 }
 
+Test(space, rewrite_is_seen_through_the_mapping)
+{
+    rewrite_read();
+}
+
+Test(space, rewrite_drops_the_stale_cache_entry)
+{
+    cache_only();
+    rewrite_read();
+}
+
+/* (Cache only: a mapped page shows a rewrite at once, see space.h.) */
 Test(space, rewrite_while_pinned_keeps_the_pinners_copy)
 {
+    cache_only();
     sp_space *sp = open_rw();
     uint64_t p = write_run(sp, 1, 1);
     sp_page *old;
@@ -222,6 +266,7 @@ Test(space, small_cache_evicts_yet_serves_every_page)
     sp_page *pins[40];
     uint64_t first;
 
+    cache_only();
     cr_assert_eq(open_cfg(&sp, 8 * PS, true, false, NULL, NULL, NULL), SHALE_OK);
     first = write_run(sp, 200, 7);
     for (int round = 0; round < 2; round++)
@@ -259,7 +304,8 @@ static void *reader(void *p)
     return NULL;
 }
 
-Test(space, concurrent_readers_get_the_right_pages)
+/* concurrent_reads -- four threads read random pages and check each one. */
+static void concurrent_reads(void)
 {
     sp_space *sp;
     pthread_t t[4];
@@ -278,6 +324,17 @@ Test(space, concurrent_readers_get_the_right_pages)
         cr_expect_null(res);
     }
     sp_close(sp);
+}
+
+Test(space, concurrent_readers_get_the_right_pages)
+{
+    concurrent_reads();
+}
+
+Test(space, concurrent_readers_get_the_right_pages_through_the_cache)
+{
+    cache_only();
+    concurrent_reads();
 }
 
 Test(space, read_run_verifies_every_page)
