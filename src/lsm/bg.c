@@ -425,52 +425,67 @@ void db_stop_threads(shale_db *db)
     db->threads_started = db->sync_started = false;
 }
 
+/* install_fresh_active -- a version whose active memtable is a new, empty
+ * one tied to log log_no, with seg (written from the old one; may be NULL)
+ * added: the old active memtable's writes, up to last, are now in segments. */
+static int install_fresh_active(shale_db *db, uint64_t log_no, uint64_t last, seg_segment *seg)
+{
+    int rc;
+    ver_version *v = NULL;
+    ver_mem fresh = {.log_no = log_no};
+    RET(mt_create_sized(&fresh.mt, db->opts.memtable_size));
+    pthread_mutex_lock(&db->write_mu);
+    pthread_mutex_lock(&db->ver_mu);
+    ver_version *cur = db->current;
+    size_t ns = cur->nsegs + (seg ? 1 : 0), k = 0;
+    seg_segment **segs = malloc((ns + 1) * sizeof *segs);
+    rc = SHALE_ENOMEM;
+    if (segs) {
+        if (seg)
+            segs[k++] = seg;
+        if (cur->nsegs)
+            memcpy(segs + k, cur->segs, cur->nsegs * sizeof *segs);
+        rc = ver_new(&fresh, cur->imm, cur->nimm, segs, ns, &v);
+        free(segs);
+    }
+    if (rc == SHALE_OK) {
+        db->current = v;
+        db->active = fresh.mt;
+        db->ckpt_seq = last;
+        ver_unref(cur);
+    }
+    pthread_mutex_unlock(&db->ver_mu);
+    pthread_mutex_unlock(&db->write_mu);
+    mt_unref(fresh.mt);
+    return rc;
+}
+
 int db_flush_memtables(shale_db *db)
 {
     int rc;
     seg_segment *seg = NULL;
-    ver_version *v = NULL;
     while ((rc = flush_one(db)) == SHALE_OK)
         ;
     RET(rc == SHALE_NOTFOUND ? SHALE_OK : rc);
     /* The active memtable: written out, and replaced by an empty one tied to
-     * the next log number, so the checkpoint releases every log file. */
+     * the next log number, so the checkpoint releases every log file.  Close
+     * is the only caller and no writer runs concurrently, so the write-out
+     * itself needs no lock (and must not hold write_mu: it takes tree_mu). */
     pthread_mutex_lock(&db->write_mu);
-    ver_mem m = db->current->mem;
+    ver_mem m = {.mt = db->active};
+    mt_ref(m.mt);
     uint64_t last = atomic_load(&db->last_seq);
-    rc = mt_count(m.mt) ? write_mem(db, &m, &seg) : SHALE_OK;
-    if (rc == SHALE_OK) {
-        ver_mem fresh = {.log_no = m.log_no + 1};
-        rc = mt_create(&fresh.mt);
-        if (rc == SHALE_OK) {
-            pthread_mutex_lock(&db->ver_mu);
-            ver_version *cur = db->current;
-            size_t ns = cur->nsegs + (seg ? 1 : 0);
-            seg_segment **segs = malloc((ns + 1) * sizeof *segs);
-            if (segs) {
-                size_t k = 0;
-                if (seg)
-                    segs[k++] = seg;
-                if (cur->nsegs)
-                    memcpy(segs + k, cur->segs, cur->nsegs * sizeof *segs);
-                rc = ver_new(&fresh, cur->imm, cur->nimm, segs, ns, &v);
-                free(segs);
-            } else {
-                rc = SHALE_ENOMEM;
-            }
-            if (rc == SHALE_OK) {
-                db->current = v;
-                db->ckpt_seq = last;
-                ver_unref(cur);
-            }
-            pthread_mutex_unlock(&db->ver_mu);
-            mt_unref(fresh.mt);
-        }
-    }
     pthread_mutex_unlock(&db->write_mu);
+    pthread_mutex_lock(&db->ver_mu);
+    m.log_no = db->current->mem.log_no;
+    pthread_mutex_unlock(&db->ver_mu);
+    rc = mt_count(m.mt) ? write_mem(db, &m, &seg) : SHALE_OK;
+    if (rc == SHALE_OK)
+        rc = install_fresh_active(db, m.log_no + 1, last, seg);
     if (rc < 0 && seg)
         seg_retire(seg);
     seg_unref(seg);
+    mt_unref(m.mt);
     RET(rc);
     return db_checkpoint(db);
 }

@@ -362,6 +362,7 @@ int db_open_env(const char *path, const shale_options *opts, sp_env *env, shale_
     if (!db->opts.read_only)
         ERR(db_open_log(db, next_log, &db->log));
     ERR(ver_new(&mem, rec.mt ? &rec : NULL, rec.mt ? 1 : 0, m.segs, m.nsegs, &db->current));
+    db->active = mem.mt;
     ERR(tree_load_catalog(db));
     if (!db->opts.read_only)
         ERR(db_start_threads(db));

@@ -2,10 +2,10 @@
  * db.h -- the database object shared by the lsm modules (internal).
  *
  * Locks, in the order they may be taken:
+ *   tree_mu   the tree table (creating a tree writes to the catalog under it);
  *   write_mu  one writer at a time: sequence numbers, log append, memtable insert,
- *             memtable switch;
+ *             memtable switch (db->log and db->active are read under it);
  *   ckpt_mu   one checkpoint at a time (background threads, close);
- *   tree_mu   the tree table;
  *   ver_mu    the current version pointer and the background work flags
  *             (with bg_cv / room_cv).
  * Readers take only ver_mu, briefly, to pin a version.
@@ -56,6 +56,8 @@ struct shale_db {
 
     pthread_mutex_t write_mu;
     db_log *log;
+    mt_table *active; /* the active memtable; changes only under write_mu (the
+                         current version holds its reference) */
     atomic_uint_fast64_t last_seq; /* every write <= this is visible */
 
     pthread_mutex_t ver_mu;

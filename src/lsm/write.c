@@ -90,6 +90,7 @@ int db_switch_memtable(shale_db *db)
     pthread_mutex_unlock(&db->ver_mu);
     ERR(rc);
     ver_unref(cur);
+    db->active = mt;
     db->log = nl;
     nl = NULL;
     log_unref(old);
@@ -110,7 +111,7 @@ static int write_locked(shale_db *db, shale_batch *b, db_log **log, uint64_t *en
     int rc;
 
     RET(db_bg_error(db));
-    if (mt_bytes(db->current->mem.mt) >= db->opts.memtable_size)
+    if (mt_bytes(db->active) >= db->opts.memtable_size)
         RET(db_switch_memtable(db));
     RET(batch_payload(b, &payload, &len));
     if (len > LG_MAX_PAYLOAD)
@@ -119,7 +120,7 @@ static int write_locked(shale_db *db, shale_batch *b, db_log **log, uint64_t *en
     RET(lg_append(db->log->lw, LG_T_BATCH, seq, payload, len, end));
     /* From here the write is in the log: a failure to apply it to the memtable
      * would make memory and log disagree, so it turns the db read-only. */
-    mt_table *mt = db->current->mem.mt;
+    mt_table *mt = db->active;
     uint64_t s = seq;
     RET(batch_reader_init(&br, payload, len));
     while ((rc = batch_reader_next(&br, &op)) == SHALE_OK) {
