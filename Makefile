@@ -99,13 +99,14 @@ TEST_JOBS ?= 2
 # Criterion counts a test that LeakSanitizer complained about as passed, so
 # the output is also searched for sanitizer reports.
 test-run: $(TEST_BINS) $(TOOLS)
-	@set -e; for t in $(TEST_BINS); do \
+	@failed=""; for t in $(TEST_BINS); do \
 		echo "== $$t"; \
 		SHALE_TOOLS=$(B) $$t --jobs $(TEST_JOBS) --timeout 1200 2>&1 | tee $$t.log; \
-		test $${PIPESTATUS[0]} -eq 0; \
+		test $${PIPESTATUS[0]} -eq 0 || failed="$$failed $$t"; \
 		if grep -qE "ERROR: (LeakSanitizer|AddressSanitizer)|runtime error:|WARNING: ThreadSanitizer" $$t.log; then \
-			echo "$$t: sanitizer report above"; exit 1; fi; \
-	done
+			echo "$$t: sanitizer report above"; failed="$$failed $$t(sanitizer)"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
 
 test: check-deps
 	$(MAKE) VARIANT=release test-run

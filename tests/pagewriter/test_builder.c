@@ -454,14 +454,14 @@ Test(builder, bad_arguments_leave_the_builder_usable)
     pw_writer *pw;
     node_builder *b;
     node_tree_info t;
-    uint8_t *big = calloc(1, SHALE_MAX_KEY_SIZE + 1);
+    uint8_t *big = calloc(1, NODE_MAX_KEY + 1);
     cr_assert_eq(pw_open(e.sp, 1, 8, &pw), SHALE_OK);
     cr_assert_eq(node_builder_open(pw, &b), SHALE_OK);
     cr_assert_eq(node_builder_add(b, NODE_KIND_VALUE, "b", 1, "1", 1), SHALE_OK);
     cr_assert_eq(node_builder_add(b, NODE_KIND_VALUE, "b", 1, "1", 1), SHALE_EINVAL);
     cr_assert_eq(node_builder_add(b, NODE_KIND_VALUE, "a", 1, "1", 1), SHALE_EINVAL);
     cr_assert_eq(node_builder_add(b, 7, "c", 1, "1", 1), SHALE_EINVAL);
-    cr_assert_eq(node_builder_add(b, NODE_KIND_VALUE, big, SHALE_MAX_KEY_SIZE + 1, "", 0),
+    cr_assert_eq(node_builder_add(b, NODE_KIND_VALUE, big, NODE_MAX_KEY + 1, "", 0),
                  SHALE_ETOOBIG);
     cr_assert_eq(node_builder_add(b, NODE_KIND_VALUE, "c", 1, big, SHALE_MAX_VALUE_SIZE + 1),
                  SHALE_ETOOBIG);
