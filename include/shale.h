@@ -97,8 +97,10 @@ typedef struct shale_options {
     size_t memtable_size;    /* bytes of memtable before it is written out;
                                 default 32 MiB; minimum 64 KiB; at most 1 GiB */
     uint32_t page_size;      /* power of two, 1 KiB..64 KiB; default 4096 */
-    int compression;         /* SHALE_COMPRESSION_*; default NONE */
-    int compression_level;   /* codec level; 0 = the codec's default */
+    int compression;         /* SHALE_COMPRESSION_*; default NONE.  Validated and
+                                recorded at creation, but this version still
+                                writes pages uncompressed whatever the value */
+    int compression_level;   /* codec level; 0 = the codec's default (unused yet) */
     uint32_t level_factor;   /* size ratio between merge levels, 2..100; default 10 */
     uint32_t max_young_segments; /* young segments before they are merged, 2..64; default 6 */
 } shale_options;
