@@ -101,6 +101,7 @@ TEST_JOBS ?= 2
 test-run: $(TEST_BINS) $(TOOLS)
 	@failed=""; for t in $(TEST_BINS); do \
 		echo "== $$t"; \
+		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/support/lsan.supp:print_suppressions=0 \
 		SHALE_TOOLS=$(B) $$t --jobs $(TEST_JOBS) --timeout 1200 2>&1 | tee $$t.log; \
 		test $${PIPESTATUS[0]} -eq 0 || failed="$$failed $$t"; \
 		if grep -qE "ERROR: (LeakSanitizer|AddressSanitizer)|runtime error:|WARNING: ThreadSanitizer" $$t.log; then \
