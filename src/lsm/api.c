@@ -177,6 +177,7 @@ int shale_stats_get(shale_db *db, shale_stats *st)
     st->bytes_written_log = atomic_load(&db->st_log_bytes);
     st->write_stalls = atomic_load(&db->st_stalls);
     st->stall_micros = atomic_load(&db->st_stall_us);
+    st->log_bytes = db_log_bytes(db);
     st->recovered = db->recovered;
     return SHALE_OK;
 }

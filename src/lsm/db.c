@@ -393,6 +393,47 @@ err:
     return rc;
 }
 
+/* Summing the sizes of the log files for the statistics. */
+typedef struct log_sum {
+    shale_db *db;
+    const char *skip; /* the current log: its size is taken from the writer */
+    uint64_t bytes;
+} log_sum;
+
+/* add_log_size -- sp_list_fn adding one log file's size. */
+static int add_log_size(void *ctx, const char *name)
+{
+    log_sum *ls = ctx;
+    sp_file *f;
+    uint64_t sz = 0;
+    if (strncmp(name, "log.", 4) != 0 || (ls->skip && strcmp(name, ls->skip) == 0))
+        return 0;
+    char *path = join_path(ls->db->path, name);
+    if (path && ls->db->env->open(ls->db->env, path, SP_O_RDONLY, &f) == SHALE_OK) {
+        if (ls->db->env->size(f, &sz) == SHALE_OK)
+            ls->bytes += sz;
+        ls->db->env->close(f);
+    }
+    free(path);
+    return 0;
+}
+
+/* db_log_bytes -- bytes in the log files, counting the current log's buffer. */
+uint64_t db_log_bytes(shale_db *db)
+{
+    char cur[32] = "";
+    log_sum ls = {db, cur, 0};
+    uint64_t current = 0;
+    pthread_mutex_lock(&db->write_mu);
+    if (db->log) {
+        current = lg_size(db->log->lw);
+        snprintf(cur, sizeof cur, "log.%016" PRIx64, db->log->no);
+    }
+    pthread_mutex_unlock(&db->write_mu);
+    db->env->list(db->env, db->path, add_log_size, &ls);
+    return ls.bytes + current;
+}
+
 int shale_close(shale_db *db)
 {
     int rc = SHALE_OK;

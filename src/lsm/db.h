@@ -101,6 +101,7 @@ int db_checkpoint(shale_db *db);
 int db_switch_memtable(shale_db *db); /* with write_mu held */
 int db_open_log(shale_db *db, uint64_t no, db_log **out);
 int db_remove_logs_below(shale_db *db, uint64_t keep);
+uint64_t db_log_bytes(shale_db *db);
 int db_write_rmw(shale_db *db, shale_batch *b, const void *ikey, size_t iklen, shale_buf *old);
 int db_log_name(const shale_db *db, uint64_t no, char *buf, size_t n);
 int tree_load_catalog(shale_db *db);

@@ -66,9 +66,15 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static size_t make_key(unsigned k, char *buf) { return (size_t)sprintf(buf, "k%08x", k); }
+static size_t make_key(unsigned k, char *buf)
+{
+    return (size_t)sprintf(buf, "k%08x", k);
+}
 
-static bool is_remove(uint64_t v) { return v % 5 == 0; }
+static bool is_remove(uint64_t v)
+{
+    return v % 5 == 0;
+}
 
 static size_t make_value(unsigned k, uint64_t v, uint8_t *buf)
 {
@@ -494,8 +500,8 @@ Test(concurrency, readers_never_see_torn_or_stale_values_while_writers_write, .t
         cr_assert(rc == SHALE_OK || rc == SHALE_NOTFOUND, "get: %s", shale_strerror(rc));
         cr_assert(rc == SHALE_NOTFOUND || got != 0, "key %u: malformed value after reopen", k);
         if (v == 0 || is_remove(v))
-            cr_assert_eq(rc, SHALE_NOTFOUND, "key %u: v%" PRIu64 " was a remove, yet v%" PRIu64
-                         " is there", k, v, got);
+            cr_assert_eq(rc, SHALE_NOTFOUND,
+                         "key %u: v%" PRIu64 " was a remove, yet v%" PRIu64 " is there", k, v, got);
         else
             cr_assert_eq(got, v, "key %u: v%" PRIu64 " after reopen, expected v%" PRIu64, k, got,
                          v);

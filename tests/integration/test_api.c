@@ -5,10 +5,10 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,8 +20,14 @@
 
 static char dir[256];
 
-static void setup(void) { cr_assert_eq(tu_tmpdir(dir, sizeof dir), 0); }
-static void teardown(void) { tu_rmrf(dir); }
+static void setup(void)
+{
+    cr_assert_eq(tu_tmpdir(dir, sizeof dir), 0);
+}
+static void teardown(void)
+{
+    tu_rmrf(dir);
+}
 
 TestSuite(api, .init = setup, .fini = teardown, .timeout = 300);
 
@@ -58,8 +64,8 @@ static void expect_s(shale_tree *t, const char *k, const char *v)
         cr_assert_eq(rc, SHALE_NOTFOUND, "get %s: expected absent, got %d", k, rc);
     } else {
         cr_assert_eq(rc, SHALE_OK, "get %s: %s", k, shale_strerror(rc));
-        cr_assert(b.len == strlen(v) && memcmp(b.data, v, b.len) == 0, "get %s: got '%.*s', want '%s'",
-                  k, (int)b.len, (char *)b.data, v);
+        cr_assert(b.len == strlen(v) && memcmp(b.data, v, b.len) == 0,
+                  "get %s: got '%.*s', want '%s'", k, (int)b.len, (char *)b.data, v);
     }
     shale_buf_free(&b);
 }
@@ -78,10 +84,11 @@ static void expect_at(shale_iter *it, int rc, const char *k)
     size_t kl, vl;
     const char *key = shale_iter_key(it, &kl);
     const char *val = shale_iter_value(it, &vl);
-    cr_assert(kl == strlen(k) && memcmp(key, k, kl) == 0, "expected key '%s', got '%.*s'", k, (int)kl,
-              key);
+    cr_assert(kl == strlen(k) && memcmp(key, k, kl) == 0, "expected key '%s', got '%.*s'", k,
+              (int)kl, key);
     /* Every value in the known set is "v" + key. */
-    cr_assert(vl == kl + 1 && val[0] == 'v' && memcmp(val + 1, k, kl) == 0, "wrong value at '%s'", k);
+    cr_assert(vl == kl + 1 && val[0] == 'v' && memcmp(val + 1, k, kl) == 0, "wrong value at '%s'",
+              k);
 }
 
 /* ---- options and arguments -------------------------------------------------------- */
@@ -178,12 +185,18 @@ Test(api, bad_options_are_einval)
         int field;
         uint64_t value;
     } bad[] = {
-        {"page_size 3000", 0, 3000},         {"page_size 512", 0, 512},
-        {"page_size 128 KiB", 0, 128 << 10}, {"page_size 0", 0, 0},
-        {"memtable 60 KiB", 1, 60 << 10},    {"memtable 2 GiB", 1, (uint64_t)2 << 30},
-        {"cache 100 KiB", 2, 100 << 10},     {"compression 7", 3, 7},
-        {"compression -1", 3, (uint64_t)-1}, {"level_factor 1", 4, 1},
-        {"level_factor 101", 4, 101},        {"max_young 1", 5, 1},
+        {"page_size 3000", 0, 3000},
+        {"page_size 512", 0, 512},
+        {"page_size 128 KiB", 0, 128 << 10},
+        {"page_size 0", 0, 0},
+        {"memtable 60 KiB", 1, 60 << 10},
+        {"memtable 2 GiB", 1, (uint64_t)2 << 30},
+        {"cache 100 KiB", 2, 100 << 10},
+        {"compression 7", 3, 7},
+        {"compression -1", 3, (uint64_t)-1},
+        {"level_factor 1", 4, 1},
+        {"level_factor 101", 4, 101},
+        {"max_young 1", 5, 1},
         {"max_young 65", 5, 65},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -191,12 +204,24 @@ Test(api, bad_options_are_einval)
         shale_db *db = NULL;
         shale_options_default(&o);
         switch (bad[i].field) {
-        case 0: o.page_size = (uint32_t)bad[i].value; break;
-        case 1: o.memtable_size = (size_t)bad[i].value; break;
-        case 2: o.cache_size = (size_t)bad[i].value; break;
-        case 3: o.compression = (int)bad[i].value; break;
-        case 4: o.level_factor = (uint32_t)bad[i].value; break;
-        default: o.max_young_segments = (uint32_t)bad[i].value; break;
+        case 0:
+            o.page_size = (uint32_t)bad[i].value;
+            break;
+        case 1:
+            o.memtable_size = (size_t)bad[i].value;
+            break;
+        case 2:
+            o.cache_size = (size_t)bad[i].value;
+            break;
+        case 3:
+            o.compression = (int)bad[i].value;
+            break;
+        case 4:
+            o.level_factor = (uint32_t)bad[i].value;
+            break;
+        default:
+            o.max_young_segments = (uint32_t)bad[i].value;
+            break;
         }
         int rc = shale_open(dir, &o, &db);
         cr_assert_eq(rc, SHALE_EINVAL, "%s: got %d", bad[i].what, rc);
@@ -793,18 +818,18 @@ Test(api, opening_a_regular_file_is_an_error)
         fputs("garbage!", f);
     fclose(f);
     rc = shale_open(sub, NULL, &db);
-    cr_assert(rc == SHALE_ECORRUPT || rc == SHALE_EFORMAT, "open of a garbage page file: %d (%s)", rc,
-              shale_strerror(rc));
+    cr_assert(rc == SHALE_ECORRUPT || rc == SHALE_EFORMAT, "open of a garbage page file: %d (%s)",
+              rc, shale_strerror(rc));
 }
 
 /* ---- error strings ------------------------------------------------------------------ */
 
 Test(api, strerror_names_every_code)
 {
-    static const int codes[] = {SHALE_OK,        SHALE_NOTFOUND, SHALE_EINVAL,   SHALE_EIO,
-                                SHALE_ECORRUPT,  SHALE_ENOMEM,   SHALE_EBUSY,    SHALE_ETOOBIG,
+    static const int codes[] = {SHALE_OK,        SHALE_NOTFOUND,  SHALE_EINVAL,    SHALE_EIO,
+                                SHALE_ECORRUPT,  SHALE_ENOMEM,    SHALE_EBUSY,     SHALE_ETOOBIG,
                                 SHALE_EMISMATCH, SHALE_ECONFLICT, SHALE_EREADONLY, SHALE_ENOSPC,
-                                SHALE_EEXIST,    SHALE_ENOENT,   SHALE_EFORMAT};
+                                SHALE_EEXIST,    SHALE_ENOENT,    SHALE_EFORMAT};
     const size_t n = sizeof codes / sizeof codes[0];
     const char *unknown = shale_strerror(-9999);
     cr_assert_not_null(unknown);

@@ -21,10 +21,10 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,6 +32,7 @@
 #include "../../src/lsm/db.h"
 #include "../support/memenv.h"
 #include "../support/testutil.h"
+#include "workload.h" /* WL_SANITIZED */
 
 #define DBPATH "db"
 #define NK 1200
@@ -315,8 +316,8 @@ static void exercise(sp_env *env, const char *path, const char *ctx, outcome *ou
             rc = shale_get(t, key, kl, &b);
             check_rc(rc, "get", ctx);
             if (rc == SHALE_OK) {
-                cr_assert(value_ok(key, kl, b.data, b.len), "%s: get of key %u returned a wrong value",
-                          ctx, i);
+                cr_assert(value_ok(key, kl, b.data, b.len),
+                          "%s: get of key %u returned a wrong value", ctx, i);
                 out->reads_ok++;
             } else if (rc < 0) {
                 out->read_errors++;
@@ -437,17 +438,17 @@ static void run_damage(bool use_logged, bool log_only, uint64_t iters, const cha
 
 Test(corrupt, damaged_clean_database_gives_errors_not_crashes, .timeout = 600)
 {
-    run_damage(false, false, tu_scaled(300), "clean");
+    run_damage(false, false, tu_scaled(WL_SANITIZED ? 120 : 300), "clean");
 }
 
 Test(corrupt, damaged_database_with_log_gives_errors_not_crashes, .timeout = 600)
 {
-    run_damage(true, false, tu_scaled(200), "logged");
+    run_damage(true, false, tu_scaled(WL_SANITIZED ? 100 : 200), "logged");
 }
 
 Test(corrupt, damaged_log_gives_errors_not_crashes, .timeout = 600)
 {
-    run_damage(true, true, tu_scaled(150), "log");
+    run_damage(true, true, tu_scaled(WL_SANITIZED ? 60 : 150), "log");
 }
 
 Test(corrupt, truncated_files_give_errors_not_crashes, .timeout = 600)
@@ -460,25 +461,33 @@ Test(corrupt, truncated_files_give_errors_not_crashes, .timeout = 600)
 
     tu_rng_seed(&rng, seed ^ 0x7c);
     build(&clean, &logged);
-    uint64_t iters = tu_scaled(100);
+    uint64_t iters = tu_scaled(WL_SANITIZED ? 60 : 100);
     for (uint64_t i = 0; i < iters; i++) {
         const image *im = (i & 1) ? &logged : &clean;
         memenv *m = restore(im);
         const image_file *f = &im->f[tu_rng_range(&rng, im->n)];
         uint64_t size;
         switch (tu_rng_range(&rng, 4)) {
-        case 0: size = 0; break;
-        case 1: size = tu_rng_range(&rng, f->len < 4096 ? f->len + 1 : 4096); break;
-        default: size = tu_rng_range(&rng, f->len + 1); break;
+        case 0:
+            size = 0;
+            break;
+        case 1:
+            size = tu_rng_range(&rng, f->len < 4096 ? f->len + 1 : 4096);
+            break;
+        default:
+            size = tu_rng_range(&rng, f->len + 1);
+            break;
         }
         snprintf(path, sizeof path, DBPATH "/%s", f->name);
         cr_assert_eq(memenv_set_size(m, path, size), SHALE_OK);
-        snprintf(ctx, sizeof ctx, "truncate #%" PRIu64 " (%s image, %s %zu -> %" PRIu64 "; seed %" PRIu64 ")",
-                 i, (i & 1) ? "logged" : "clean", f->name, f->len, size, seed);
+        snprintf(ctx, sizeof ctx,
+                 "truncate #%" PRIu64 " (%s image, %s %zu -> %" PRIu64 "; seed %" PRIu64 ")", i,
+                 (i & 1) ? "logged" : "clean", f->name, f->len, size, seed);
         exercise(memenv_env(m), DBPATH, ctx, &out, false, 0);
         memenv_destroy(m);
     }
-    fprintf(stderr, "corrupt/truncate: %" PRIu64 " truncated copies: %" PRIu64 " opened, %" PRIu64
+    fprintf(stderr,
+            "corrupt/truncate: %" PRIu64 " truncated copies: %" PRIu64 " opened, %" PRIu64
             " open errors, %" PRIu64 " read errors\n",
             iters, out.opened, out.open_errors, out.read_errors);
     free_image(&clean);
@@ -569,7 +578,7 @@ Test(corrupt, damaged_files_on_disk_give_errors_not_crashes, .timeout = 600)
     exercise(sp_env_posix(), dst, "on-disk undamaged copy", &out, true, 4);
     tu_rmrf(dst);
 
-    uint64_t iters = tu_scaled(60);
+    uint64_t iters = tu_scaled(WL_SANITIZED ? 30 : 60);
     for (uint64_t i = 0; i < iters; i++) {
         cr_assert_eq(tu_tmpdir(dst, sizeof dst), 0);
         copy_dir(src, dst, names, &nn);
@@ -582,8 +591,9 @@ Test(corrupt, damaged_files_on_disk_give_errors_not_crashes, .timeout = 600)
         if (len == 0 || tu_rng_range(&rng, 3) == 0) {
             uint64_t size = tu_rng_range(&rng, len + 1);
             cr_assert_eq(truncate(path, (off_t)size), 0);
-            snprintf(ctx, sizeof ctx, "on disk #%" PRIu64 " (%s truncated to %" PRIu64 "; seed %" PRIu64 ")",
-                     i, name, size, seed);
+            snprintf(ctx, sizeof ctx,
+                     "on disk #%" PRIu64 " (%s truncated to %" PRIu64 "; seed %" PRIu64 ")", i,
+                     name, size, seed);
         } else {
             int fd = open(path, O_RDWR);
             cr_assert(fd >= 0);
@@ -593,13 +603,16 @@ Test(corrupt, damaged_files_on_disk_give_errors_not_crashes, .timeout = 600)
             x ^= (uint8_t)(1 + tu_rng_range(&rng, 255));
             cr_assert_eq(pwrite(fd, &x, 1, (off_t)off), 1);
             close(fd);
-            snprintf(ctx, sizeof ctx, "on disk #%" PRIu64 " (%s byte %" PRIu64 " flipped; seed %" PRIu64 ")",
-                     i, name, off, seed);
+            snprintf(ctx, sizeof ctx,
+                     "on disk #%" PRIu64 " (%s byte %" PRIu64 " flipped; seed %" PRIu64 ")", i,
+                     name, off, seed);
         }
         exercise(sp_env_posix(), dst, ctx, &out, false, 0);
         tu_rmrf(dst);
     }
-    fprintf(stderr, "corrupt/disk: %" PRIu64 " damaged copies: %" PRIu64 " opened, %" PRIu64
-            " open errors\n", iters, out.opened, out.open_errors);
+    fprintf(stderr,
+            "corrupt/disk: %" PRIu64 " damaged copies: %" PRIu64 " opened, %" PRIu64
+            " open errors\n",
+            iters, out.opened, out.open_errors);
     tu_rmrf(src);
 }

@@ -12,13 +12,13 @@
  * logs left by earlier recoveries.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -140,8 +140,9 @@ static uint64_t read_flushed(int rfd, uint64_t *count)
         have += (size_t)r;
         if (have == sizeof buf) {
             memcpy(&g, buf, sizeof g);
-            cr_assert(g > last, "flushed batch numbers must increase (%" PRIu64 " after %" PRIu64 ")",
-                      g, last);
+            cr_assert(g > last,
+                      "flushed batch numbers must increase (%" PRIu64 " after %" PRIu64 ")", g,
+                      last);
             last = g;
             (*count)++;
             have = 0;
@@ -160,7 +161,8 @@ static uint64_t verify(const char *dir, const shale_options *opts, wl_model *m, 
     int rc = shale_open(dir, opts, &db);
     if (open_s)
         *open_s = now_s() - t0;
-    cr_assert_eq(rc, SHALE_OK, "round %d: reopen after SIGKILL failed: %s", round, shale_strerror(rc));
+    cr_assert_eq(rc, SHALE_OK, "round %d: reopen after SIGKILL failed: %s", round,
+                 shale_strerror(rc));
     int64_t G = wl_check(db, m, lo, hi, err, sizeof err);
     cr_assert(G >= 0, "round %d: %s", round, err);
     rc = shale_close(db);
@@ -308,7 +310,8 @@ Test(crash, reopen_time_after_kill_with_full_memtable_is_reported, .timeout = 60
         char key[32];
         int kl = snprintf(key, sizeof key, "key%012" PRIu64, wl_mix(i));
         rc = shale_get(t, key, (size_t)kl, &b);
-        cr_assert_eq(rc, SHALE_OK, "key %" PRIu64 " of %" PRIu64 " lost: %s", i, n, shale_strerror(rc));
+        cr_assert_eq(rc, SHALE_OK, "key %" PRIu64 " of %" PRIu64 " lost: %s", i, n,
+                     shale_strerror(rc));
         uint64_t v;
         memcpy(&v, b.data, sizeof v);
         cr_assert(b.len == vlen && v == i, "key %" PRIu64 ": wrong value", i);

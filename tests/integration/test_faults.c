@@ -16,6 +16,7 @@
  * covered and at most the last batch attempted.
  */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,9 +27,9 @@
 #include "workload.h"
 
 #define DBPATH "db"
-#define BASE 30     /* batches in the base database */
-#define PHASE1 20   /* batches before the first flush */
-#define PHASE2 200  /* then ~350 KB: writers must wait for write-outs and merges */
+#define BASE 30    /* batches in the base database */
+#define PHASE1 20  /* batches before the first flush */
+#define PHASE2 200 /* then ~350 KB: writers must wait for write-outs and merges */
 
 typedef struct fault_res {
     uint64_t flushed, acked, attempted;
@@ -76,6 +77,63 @@ static memenv *build_base(uint64_t seed)
         }
     }
     shale_batch_free(b);
+    return m;
+}
+
+/* The base database's files, copied out once and into a fresh env per run. */
+#define MAXFILES 16
+typedef struct base_image {
+    char name[MAXFILES][64];
+    uint8_t *data[MAXFILES];
+    size_t len[MAXFILES];
+    size_t n;
+} base_image;
+
+static int collect_name(void *ctx, const char *name)
+{
+    base_image *im = ctx;
+    cr_assert_lt(im->n, MAXFILES);
+    if (strcmp(name, "LOCK") != 0)
+        snprintf(im->name[im->n++], sizeof im->name[0], "%s", name);
+    return 0;
+}
+
+static void image_take(memenv *m, base_image *im)
+{
+    sp_env *env = memenv_env(m);
+    char path[128];
+    im->n = 0;
+    cr_assert_eq(env->list(env, DBPATH, collect_name, im), SHALE_OK);
+    for (size_t i = 0; i < im->n; i++) {
+        snprintf(path, sizeof path, DBPATH "/%s", im->name[i]);
+        cr_assert_eq(memenv_file_bytes(m, path, &im->data[i], &im->len[i]), SHALE_OK);
+    }
+}
+
+static void image_free(base_image *im)
+{
+    for (size_t i = 0; i < im->n; i++)
+        free(im->data[i]);
+    im->n = 0;
+}
+
+/* image_clone -- a fresh env holding the image, all of it durable. */
+static memenv *image_clone(const base_image *im)
+{
+    memenv *m = memenv_create();
+    sp_env *env = memenv_env(m);
+    char path[128];
+    cr_assert_not_null(m);
+    cr_assert_eq(env->mkdir(env, DBPATH), SHALE_OK);
+    for (size_t i = 0; i < im->n; i++) {
+        sp_file *f;
+        snprintf(path, sizeof path, DBPATH "/%s", im->name[i]);
+        cr_assert_eq(env->open(env, path, SP_O_CREATE, &f), SHALE_OK);
+        if (im->len[i])
+            cr_assert_eq(env->write(f, im->data[i], im->len[i], 0), SHALE_OK);
+        cr_assert_eq(env->close(f), SHALE_OK);
+    }
+    cr_assert_eq(memenv_sync_all(m), SHALE_OK);
     return m;
 }
 
@@ -151,8 +209,8 @@ static void verify(memenv *m, uint64_t seed, const fault_res *r, bool power_loss
         cr_assert_eq(memenv_power_loss(m, seed ^ i), SHALE_OK);
     fault_opts(&o);
     int rc = db_open_env(DBPATH, &o, memenv_env(m), &db);
-    cr_assert_eq(rc, SHALE_OK, "%s fault at call %" PRIu64 ": healthy reopen%s failed: %s",
-                 variant, i, power_loss ? " after power loss" : "", shale_strerror(rc));
+    cr_assert_eq(rc, SHALE_OK, "%s fault at call %" PRIu64 ": healthy reopen%s failed: %s", variant,
+                 i, power_loss ? " after power loss" : "", shale_strerror(rc));
     wl_model_init(&model, seed);
     int64_t G = wl_check(db, &model, r->flushed, r->attempted, err, sizeof err);
     cr_assert(G >= 0,
@@ -162,19 +220,20 @@ static void verify(memenv *m, uint64_t seed, const fault_res *r, bool power_loss
               r->first_error ? shale_strerror(r->first_error) : "none", err, r->flushed, r->acked,
               r->attempted);
     rc = shale_close(db);
-    cr_assert_eq(rc, SHALE_OK, "%s fault at call %" PRIu64 ": close after recovery: %s", variant,
-                 i, shale_strerror(rc));
+    cr_assert_eq(rc, SHALE_OK, "%s fault at call %" PRIu64 ": close after recovery: %s", variant, i,
+                 shale_strerror(rc));
 }
 
 /* count_calls -- env calls (of kinds) made by a healthy workload. */
-static uint64_t count_calls(uint64_t seed, unsigned kinds)
+static uint64_t count_calls(const base_image *im, uint64_t seed, unsigned kinds)
 {
     fault_res r;
-    memenv *m = build_base(seed);
+    memenv *m = image_clone(im);
     memenv_reset_counts(m);
     workload(m, seed, 0, &r);
     uint64_t n = memenv_op_count(m, kinds);
-    cr_assert_eq(r.first_error, 0, "the healthy workload failed: %s", shale_strerror(r.first_error));
+    cr_assert_eq(r.first_error, 0, "the healthy workload failed: %s",
+                 shale_strerror(r.first_error));
     cr_assert_eq(r.flushed, BASE + PHASE1 + PHASE2);
     verify(m, seed, &r, true, 0, "no");
     memenv_destroy(m);
@@ -184,18 +243,22 @@ static uint64_t count_calls(uint64_t seed, unsigned kinds)
 static void run_variant(const char *variant, unsigned kinds, bool sticky, bool torn, int code)
 {
     uint64_t seed = tu_seed();
-    uint64_t n = count_calls(seed, kinds);
-    uint64_t cap = tu_scaled(1500), step = n > cap ? (n + cap - 1) / cap : 1;
+    base_image im;
+    memenv *base = build_base(seed);
+    image_take(base, &im);
+    memenv_destroy(base);
+    uint64_t n = count_calls(&im, seed, kinds);
+    uint64_t cap = tu_scaled(WL_SANITIZED ? 200 : 800), step = n > cap ? (n + cap - 1) / cap : 1;
     uint64_t runs = 0, failed_runs = 0, injected = 0;
 
     fprintf(stderr, "faults/%s: seed %" PRIu64 ", %" PRIu64 " env calls, every %" PRIu64 "\n",
             variant, seed, n, step);
     /* A few past the count too: background work varies from run to run. */
     for (uint64_t i = 1 + (seed % step); i <= n + 8; i += step) {
-        memenv *m = build_base(seed);
+        memenv *m = image_clone(&im);
         fault_res r;
-        memenv_fault f = {.n = i, .kinds = kinds, .code = code, .sticky = sticky, .torn = torn,
-                          .seed = seed + i};
+        memenv_fault f = {
+            .n = i, .kinds = kinds, .code = code, .sticky = sticky, .torn = torn, .seed = seed + i};
         memenv_reset_counts(m);
         memenv_set_fault(m, &f);
         workload(m, seed, i, &r);
@@ -210,6 +273,7 @@ static void run_variant(const char *variant, unsigned kinds, bool sticky, bool t
             " saw an API error\n",
             variant, runs, injected, failed_runs);
     cr_assert(injected > 0, "no fault was ever injected");
+    image_free(&im);
 }
 
 Test(faults, each_failed_call_once_leaves_a_consistent_prefix, .timeout = 900)

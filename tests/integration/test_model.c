@@ -5,12 +5,11 @@
  * batches across both trees, scans in both directions with random bounds,
  * seek / seek_prev followed by next/prev with direction changes, iterators
  * held open across writes, write-outs and merges (their snapshot must not
- * move), dropping and re-creating a tree, flushes and close + reopen.  Every result is compared with the model, a sorted array
- * per tree.  Keys include the empty key, keys that share long prefixes (and
- * are prefixes of each other), keys over 512 bytes and a few within a few
- * bytes of SHALE_MAX_KEY_SIZE; values include empty ones and some over 2 KiB.
- * The memtable is small and merges are frequent, so most reads go through
- * segments written out and merged underneath.
+ * move), dropping and re-creating a tree, flushes and close + reopen.  Every result is compared
+ * with the model, a sorted array per tree.  Keys include the empty key, keys that share long
+ * prefixes (and are prefixes of each other), keys over 512 bytes and a few within a few bytes of
+ * SHALE_MAX_KEY_SIZE; values include empty ones and some over 2 KiB. The memtable is small and
+ * merges are frequent, so most reads go through segments written out and merged underneath.
  */
 #include <criterion/criterion.h>
 #include <stdarg.h>
@@ -224,8 +223,8 @@ static size_t pick_value(ctx *c, uint8_t *out)
 /* ---- helpers ----------------------------------------------------------------- */
 
 #define CHECK(cond, ...)                                                                           \
-    cr_assert(cond, "op %llu (seed %llu): %s",                                                     \
-              (unsigned long long)c->op, (unsigned long long)c->seed, msg(__VA_ARGS__))
+    cr_assert(cond, "op %llu (seed %llu): %s", (unsigned long long)c->op,                          \
+              (unsigned long long)c->seed, msg(__VA_ARGS__))
 
 static const char *msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static const char *msg(const char *fmt, ...)
@@ -409,8 +408,8 @@ static void set_bounds(ctx *c, int t, shale_iter *it, size_t *a, size_t *z)
 }
 
 /* scan_model -- walk it over model m's range [a, z) in one direction. */
-static void scan_against(ctx *c, shale_iter *it, const mtree *m, size_t a, size_t z,
-                         bool backward, size_t limit)
+static void scan_against(ctx *c, shale_iter *it, const mtree *m, size_t a, size_t z, bool backward,
+                         size_t limit)
 {
     int rc = backward ? shale_iter_last(it) : shale_iter_first(it);
     size_t steps = 0;
@@ -527,8 +526,8 @@ static void op_seek(ctx *c, int t)
         rc = fwd ? shale_iter_next(it) : shale_iter_prev(it);
         bool ok = fwd ? pos + 1 < z : pos > a;
         if (!ok) {
-            CHECK(rc == SHALE_NOTFOUND, "%s after %s: expected the end, got %d", fwd ? "next" : "prev",
-                  what, rc);
+            CHECK(rc == SHALE_NOTFOUND, "%s after %s: expected the end, got %d",
+                  fwd ? "next" : "prev", what, rc);
             break;
         }
         pos = fwd ? pos + 1 : pos - 1;
@@ -551,7 +550,7 @@ static void op_snapshot(ctx *c)
     /* Sometimes enough writes for memtable write-outs and merges while the
      * iterator pins the old version (its pages must stay readable). */
     int writes = tu_rng_range(&c->rng, 10) ? 1 + (int)tu_rng_range(&c->rng, 30)
-                                            : 300 + (int)tu_rng_range(&c->rng, 3000);
+                                           : 300 + (int)tu_rng_range(&c->rng, 3000);
     for (int i = 0; i < writes; i++) {
         if (tu_rng_range(&c->rng, 3))
             op_insert(c, t, false);
@@ -671,18 +670,19 @@ Test(model, random_operations_match_an_ordered_map, .timeout = 1200)
     }
     shale_stats st;
     cr_assert_eq(shale_stats_get(c->db, &st), SHALE_OK);
-    fprintf(stderr,
-            "model: done; keys %zu + %zu; ops: ins %llu ins_old %llu rm %llu rm_old %llu get %llu "
-            "batch %llu scan %llu seek %llu snap %llu flush %llu reopen %llu drop %llu; segments %llu, "
-            "flushes %llu, merges %llu\n",
-            c->m[0].n, c->m[1].n, (unsigned long long)c->stats[0], (unsigned long long)c->stats[1],
-            (unsigned long long)c->stats[2], (unsigned long long)c->stats[3],
-            (unsigned long long)c->stats[4], (unsigned long long)c->stats[5],
-            (unsigned long long)c->stats[6], (unsigned long long)c->stats[7],
-            (unsigned long long)c->stats[8], (unsigned long long)c->stats[9],
-            (unsigned long long)c->stats[11], (unsigned long long)c->stats[12],
-            (unsigned long long)st.segments,
-            (unsigned long long)st.flushes, (unsigned long long)st.merges);
+    fprintf(
+        stderr,
+        "model: done; keys %zu + %zu; ops: ins %llu ins_old %llu rm %llu rm_old %llu get %llu "
+        "batch %llu scan %llu seek %llu snap %llu flush %llu reopen %llu drop %llu; segments %llu, "
+        "flushes %llu, merges %llu\n",
+        c->m[0].n, c->m[1].n, (unsigned long long)c->stats[0], (unsigned long long)c->stats[1],
+        (unsigned long long)c->stats[2], (unsigned long long)c->stats[3],
+        (unsigned long long)c->stats[4], (unsigned long long)c->stats[5],
+        (unsigned long long)c->stats[6], (unsigned long long)c->stats[7],
+        (unsigned long long)c->stats[8], (unsigned long long)c->stats[9],
+        (unsigned long long)c->stats[11], (unsigned long long)c->stats[12],
+        (unsigned long long)st.segments, (unsigned long long)st.flushes,
+        (unsigned long long)st.merges);
     cr_assert_eq(shale_close(c->db), SHALE_OK);
     for (int t = 0; t < NTREES; t++)
         m_free(&c->m[t]);

@@ -44,8 +44,8 @@ static int cut_hook(void *ctx, uint64_t point, const char *path)
 typedef struct pl_state {
     memenv *m;
     wl_model model;
-    uint64_t G;         /* the state the last round recovered */
-    uint64_t est;       /* sync points in a round that was not cut */
+    uint64_t G;   /* the state the last round recovered */
+    uint64_t est; /* sync points in a round that was not cut */
     shale_options opts;
     tu_rng rng;
     cut_ctx cut;
@@ -70,8 +70,8 @@ static void workload(pl_state *s, int round, round_result *res)
     res->flushed = res->attempted = res->acked = s->G;
     rc = db_open_env(DBPATH, &s->opts, memenv_env(s->m), &db);
     if (rc != SHALE_OK) {
-        cr_assert(memenv_crashed(s->m),
-                  "round %d: open failed without a power cut: %s", round, shale_strerror(rc));
+        cr_assert(memenv_crashed(s->m), "round %d: open failed without a power cut: %s", round,
+                  shale_strerror(rc));
         s->cut_in_open++;
         return;
     }
@@ -106,8 +106,8 @@ static void workload(pl_state *s, int round, round_result *res)
             res->flushed = res->acked;
             s->clean_closes++;
         } else {
-            cr_assert(memenv_crashed(s->m), "round %d: close failed without a power cut: %s",
-                      round, shale_strerror(rc));
+            cr_assert(memenv_crashed(s->m), "round %d: close failed without a power cut: %s", round,
+                      shale_strerror(rc));
         }
         return;
     }
@@ -159,7 +159,7 @@ static void one_round(pl_state *s, int round)
 Test(powerloss, recovered_state_is_a_prefix_with_every_flushed_batch, .timeout = 900)
 {
     uint64_t seed = tu_seed();
-    int rounds = (int)tu_scaled(400);
+    int rounds = (int)tu_scaled(WL_SANITIZED ? 200 : 400);
     pl_state s;
 
     memset(&s, 0, sizeof s);
@@ -181,12 +181,14 @@ Test(powerloss, recovered_state_is_a_prefix_with_every_flushed_batch, .timeout =
         s.opts.memtable_size = (size_t)(64 + 64 * tu_rng_range(&s.rng, 2)) << 10;
         s.opts.max_young_segments = 2 + (uint32_t)tu_rng_range(&s.rng, 2);
         s.opts.sync_writes = tu_rng_range(&s.rng, 10) == 0;
-        s.opts.flush_every_ms = tu_rng_range(&s.rng, 4) ? 0 : 1 + (uint32_t)tu_rng_range(&s.rng, 10);
+        s.opts.flush_every_ms =
+            tu_rng_range(&s.rng, 4) ? 0 : 1 + (uint32_t)tu_rng_range(&s.rng, 10);
         one_round(&s, r);
     }
     fprintf(stderr,
             "powerloss: %d rounds, %" PRIu64 " power cuts (%" PRIu64 " during open), %" PRIu64
-            " clean closes, %" PRIu64 " rounds lost unflushed batches, last generation %" PRIu64 "\n",
+            " clean closes, %" PRIu64 " rounds lost unflushed batches, last generation %" PRIu64
+            "\n",
             rounds, s.cuts, s.cut_in_open, s.clean_closes, s.lost_unflushed, s.G);
     memenv_destroy(s.m);
 }

@@ -36,6 +36,20 @@
 
 static const char *const wl_tree_names[WL_TREES] = {"alpha", "beta"};
 
+/* wl_sanitized -- whether this is an ASan or TSan build, where each database
+ * open costs tens of milliseconds (thread stacks, large buffers and TLB
+ * shootdowns): the fault and corruption loops then sample fewer cases. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define WL_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define WL_SANITIZED 1
+#endif
+#endif
+#ifndef WL_SANITIZED
+#define WL_SANITIZED 0
+#endif
+
 typedef struct wl_plan {
     int n;
     unsigned key[WL_MAXOPS];
@@ -83,10 +97,12 @@ static inline size_t wl_key(unsigned k, char *buf)
     if (k == 0)
         return 0;
     switch (k % 3) {
-    case 0: return (size_t)sprintf(buf, "k%u", k);
+    case 0:
+        return (size_t)sprintf(buf, "k%u", k);
     case 1:
         return (size_t)sprintf(buf, "shared/prefix/that/is/fairly/long/for/every/key/%04u", k);
-    default: return (size_t)sprintf(buf, "%04u-key", k);
+    default:
+        return (size_t)sprintf(buf, "%04u-key", k);
     }
 }
 
@@ -283,7 +299,8 @@ static inline int64_t wl_check(shale_db *db, wl_model *m, uint64_t lo, uint64_t 
             if (rc == SHALE_OK) {
                 size_t vl = got[t][k] ? wl_value(got[t][k], t, k, val) : 0;
                 if (got[t][k] == 0 || vl != b.len || memcmp(val, b.data, vl)) {
-                    snprintf(err, errn, "get %s/%u: malformed value (len %zu, claims gen %" PRIu64 ")",
+                    snprintf(err, errn,
+                             "get %s/%u: malformed value (len %zu, claims gen %" PRIu64 ")",
                              wl_tree_names[t], k, b.len, got[t][k]);
                     shale_buf_free(&b);
                     return -1;
