@@ -243,6 +243,7 @@ static void db_free(shale_db *db)
     pthread_mutex_destroy(&db->ver_mu);
     pthread_mutex_destroy(&db->ckpt_mu);
     pthread_mutex_destroy(&db->tree_mu);
+    pthread_mutex_destroy(&db->list_mu);
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->room_cv);
     free(db->path);
@@ -265,6 +266,7 @@ static shale_db *db_alloc(const char *path, const shale_options *opts, sp_env *e
     pthread_mutex_init(&db->ver_mu, NULL);
     pthread_mutex_init(&db->ckpt_mu, NULL);
     pthread_mutex_init(&db->tree_mu, NULL);
+    pthread_mutex_init(&db->list_mu, NULL);
     pthread_cond_init(&db->bg_cv, NULL);
     pthread_cond_init(&db->room_cv, NULL);
     db->next_tree_id = TREE_ID_DEFAULT + 1;

@@ -7,7 +7,10 @@
  *             memtable switch (db->log and db->active are read under it);
  *   ckpt_mu   one checkpoint at a time (background threads, close);
  *   ver_mu    the current version pointer and the background work flags
- *             (with bg_cv / room_cv).
+ *             (with bg_cv / room_cv);
+ *   list_mu   the tree list, for the background threads (tree_id_live); they
+ *             must never wait for tree_mu, which a writer may hold while it
+ *             waits for them to make room.
  * Readers take only ver_mu, briefly, to pin a version.
  *
  * Files in the database directory:
@@ -74,7 +77,9 @@ struct shale_db {
     uint64_t ckpt_seq;   /* last sequence number held by segments */
     uint64_t ckpt_log_no;
 
-    pthread_mutex_t tree_mu;
+    pthread_mutex_t tree_mu; /* serialises creating and dropping trees */
+    pthread_mutex_t list_mu; /* guards the list and next_tree_id for readers that
+                                do not hold tree_mu; a leaf lock */
     struct shale_tree *trees;
     uint32_t next_tree_id;
 

@@ -36,8 +36,12 @@ static int tree_add(shale_db *db, const char *name, size_t nlen, uint32_t id,
     t->name[nlen] = 0;
     t->db = db;
     t->id = id;
+    pthread_mutex_lock(&db->list_mu);
     t->next = db->trees;
     db->trees = t;
+    if (id >= db->next_tree_id)
+        db->next_tree_id = id + 1;
+    pthread_mutex_unlock(&db->list_mu);
     if (out)
         *out = t;
     return SHALE_OK;
@@ -59,16 +63,16 @@ static int load_entry(shale_db *db, const uint8_t *k, size_t kl, const uint8_t *
         return SHALE_ECORRUPT;
     uint32_t id = get_u32(v);
     if (kl == sizeof cat_next_key - 1 && memcmp(k, cat_next_key, kl) == 0) {
+        pthread_mutex_lock(&db->list_mu);
         if (id > db->next_tree_id)
             db->next_tree_id = id;
+        pthread_mutex_unlock(&db->list_mu);
         return SHALE_OK;
     }
     if (kl < 1 || k[0] != CAT_NAME || kl - 1 > SHALE_MAX_TREE_NAME || id <= TREE_ID_DEFAULT)
         return SHALE_ECORRUPT;
     if (memchr(k + 1, 0, kl - 1))
         return SHALE_ECORRUPT;
-    if (id >= db->next_tree_id)
-        db->next_tree_id = id + 1;
     return tree_add(db, (const char *)k + 1, kl - 1, id, NULL);
 }
 
@@ -115,13 +119,13 @@ bool tree_id_live(shale_db *db, uint32_t id)
     if (id <= TREE_ID_DEFAULT)
         return true;
     bool live = false;
-    pthread_mutex_lock(&db->tree_mu);
+    pthread_mutex_lock(&db->list_mu);
     if (id >= db->next_tree_id)
         live = true; /* being created right now */
     for (struct shale_tree *t = db->trees; t && !live; t = t->next)
         if (t->id == id && !t->dropped)
             live = true;
-    pthread_mutex_unlock(&db->tree_mu);
+    pthread_mutex_unlock(&db->list_mu);
     return live;
 }
 
@@ -147,7 +151,6 @@ static int create_tree(shale_db *db, const char *name, size_t nlen, struct shale
     ERR(batch_add(&b, NODE_KIND_VALUE, TREE_ID_CATALOG, cat_next_key, sizeof cat_next_key - 1,
                   nextv, 4));
     ERR(db_write(db, &b));
-    db->next_tree_id = id + 1;
     ERR(tree_add(db, name, nlen, id, out));
 err:
     free(b.buf);
