@@ -55,13 +55,13 @@ struct sp_env {
     int (*truncate)(sp_file *f, uint64_t size);
     int (*size)(sp_file *f, uint64_t *size);
     int (*remove)(sp_env *env, const char *path);
-    int (*mkdir)(sp_env *env, const char *path); /* SHALE_EEXIST if present */
+    int (*mkdir)(sp_env *env, const char *path);  /* SHALE_EEXIST if present */
     int (*exists)(sp_env *env, const char *path); /* 1 yes, 0 no, <0 error */
     int (*list)(sp_env *env, const char *dir, sp_list_fn fn, void *ctx);
     int (*sync_dir)(sp_env *env, const char *dir);
     int (*lock)(sp_env *env, const char *path, sp_lock **lp);
     void (*unlock)(sp_lock *l);
-    int (*map)(sp_file *f, uint64_t reserve, const void **addr); /* optional */
+    int (*map)(sp_file *f, uint64_t reserve, const void **addr);   /* optional */
     void (*unmap)(sp_file *f, const void *addr, uint64_t reserve); /* with map */
     void *ctx; /* the implementation's own state */
 };

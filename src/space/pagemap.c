@@ -177,7 +177,8 @@ int pm_get(sp_pagemap *pm, uint64_t pgno, const uint8_t **pp)
         return SHALE_OK;
     p = pm->base + pgno * pm->page_size;
     c = pm_chunk(pm, pgno, false);
-    if (LIKELY(c != NULL && (atomic_load_explicit(pm_word_of(c, pgno), memory_order_acquire) & bit))) {
+    if (LIKELY(c != NULL &&
+               (atomic_load_explicit(pm_word_of(c, pgno), memory_order_acquire) & bit))) {
         pm_count(&pm_counter_of(pm)->hits);
         *pp = p;
         return SHALE_OK;
@@ -224,9 +225,8 @@ void pm_extend(sp_pagemap *pm, uint64_t end)
     uint64_t cur = atomic_load_explicit(&pm->extent, memory_order_relaxed);
 
     end = MIN(end, pm->max_pages);
-    while (cur < end && !atomic_compare_exchange_weak_explicit(&pm->extent, &cur, end,
-                                                               memory_order_release,
-                                                               memory_order_relaxed))
+    while (cur < end && !atomic_compare_exchange_weak_explicit(
+                            &pm->extent, &cur, end, memory_order_release, memory_order_relaxed))
         ;
 }
 
@@ -235,9 +235,8 @@ void pm_shrink(sp_pagemap *pm, uint64_t end)
 {
     uint64_t cur = atomic_load_explicit(&pm->extent, memory_order_relaxed);
 
-    while (cur > end && !atomic_compare_exchange_weak_explicit(&pm->extent, &cur, end,
-                                                               memory_order_seq_cst,
-                                                               memory_order_relaxed))
+    while (cur > end && !atomic_compare_exchange_weak_explicit(
+                            &pm->extent, &cur, end, memory_order_seq_cst, memory_order_relaxed))
         ;
     if (cur > end)
         pm_clear(pm, end, cur);

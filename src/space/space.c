@@ -61,9 +61,9 @@ struct sp_space {
     sp_freespace *fs;
     sp_cache *cache;
     sp_pagemap *map; /* NULL: every read goes through the cache */
-    uint64_t seq;   /* last durable checkpoint */
-    int slot;       /* the slot holding it */
-    sp_block spill; /* its spill run; first == 0 when none */
+    uint64_t seq;    /* last durable checkpoint */
+    int slot;        /* the slot holding it */
+    sp_block spill;  /* its spill run; first == 0 when none */
     _Atomic uint64_t pages_written, checkpoints;
 };
 

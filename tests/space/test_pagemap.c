@@ -252,7 +252,7 @@ Test(pagemap, pages_cut_by_a_truncate_are_checked_again_when_the_file_regrows)
     cr_assert_eq(bl_add(&live, first, first + 9), SHALE_OK);
     cr_assert_eq(sp_checkpoint(sp, &live, NULL, 0), SHALE_OK); /* frees them */
     cr_assert_eq(sp_checkpoint(sp, &live, NULL, 0), SHALE_OK); /* cuts them off */
-    cr_assert_eq(get_rc(sp, first + 15), SHALE_ECORRUPT);       /* beyond the file */
+    cr_assert_eq(get_rc(sp, first + 15), SHALE_ECORRUPT);      /* beyond the file */
     /* the file regrows by a write at its far end: the pages between are holes */
     cr_assert_eq(fs_alloc(fs, 20, &b), SHALE_OK);
     cr_assert_eq(b.first, first + 10);
