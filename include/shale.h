@@ -170,15 +170,16 @@ int shale_remove(shale_tree *t, const void *key, size_t klen, shale_buf *old);
 int shale_iter_open(shale_tree *t, shale_iter **itp);
 
 /* shale_iter_set_bounds -- restrict the iterator to [lo, hi); a NULL bound is
- * open.  Unpositions the iterator.  Errors: SHALE_EINVAL (NULL it, or a key
- * over the limit), SHALE_ENOMEM. */
+ * open.  Unpositions the iterator.  Errors: SHALE_EINVAL (NULL it),
+ * SHALE_ETOOBIG (a bound over the key limit), SHALE_ENOMEM. */
 int shale_iter_set_bounds(shale_iter *it, const void *lo, size_t lolen, const void *hi,
                           size_t hilen);
 
 /* Moves.  Each returns SHALE_OK when positioned on an entry, SHALE_NOTFOUND when
  * it ran off either end (or the iterator is unpositioned, for next/prev), or an
- * error (SHALE_EINVAL, SHALE_ECORRUPT, SHALE_EIO, SHALE_ENOMEM) after which the
- * iterator is unpositioned. */
+ * error (SHALE_EINVAL, SHALE_ETOOBIG for a seek key over the limit,
+ * SHALE_ECORRUPT, SHALE_EIO, SHALE_ENOMEM) after which the iterator is
+ * unpositioned. */
 int shale_iter_first(shale_iter *it);                                 /* smallest key */
 int shale_iter_last(shale_iter *it);                                  /* largest key */
 int shale_iter_seek(shale_iter *it, const void *key, size_t klen);      /* first >= key */

@@ -371,7 +371,7 @@ static void *sync_main(void *arg)
         uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)db->opts.flush_every_ms * 1000000u;
         ts.tv_sec += (time_t)(ns / 1000000000u);
         ts.tv_nsec = (long)(ns % 1000000000u);
-        pthread_cond_timedwait(&db->bg_cv, &db->ver_mu, &ts);
+        pthread_cond_timedwait(&db->sync_cv, &db->ver_mu, &ts);
         if (db->stopping)
             break;
         pthread_mutex_unlock(&db->ver_mu);
@@ -412,6 +412,7 @@ void db_stop_threads(shale_db *db)
     pthread_mutex_lock(&db->ver_mu);
     db->stopping = true;
     pthread_cond_broadcast(&db->bg_cv);
+    pthread_cond_broadcast(&db->sync_cv);
     pthread_cond_broadcast(&db->room_cv);
     pthread_mutex_unlock(&db->ver_mu);
     if (db->threads_started) {

@@ -141,10 +141,13 @@ static int replay_log(shale_db *db, uint64_t no, mt_table *mt, uint64_t *last_se
     ERR(rc);
     rc = SHALE_OK;
     *torn = lg_reader_valid_end(lr) < lg_reader_file_size(lr);
-    if (*torn && !db->opts.read_only) {
+    if (!db->opts.read_only) {
+        /* What was replayed may never have been synced (the process died
+         * before it could be): make it durable before writes that follow it
+         * are, or a power loss could keep the later writes and not these. */
         sp_file *f = NULL;
         ERR(db->env->open(db->env, name, 0, &f));
-        rc = db->env->truncate(f, lg_reader_valid_end(lr));
+        rc = *torn ? db->env->truncate(f, lg_reader_valid_end(lr)) : SHALE_OK;
         if (rc == SHALE_OK)
             rc = db->env->sync(f);
         int crc = db->env->close(f);
@@ -170,6 +173,7 @@ static int recover(shale_db *db, uint64_t log_no, uint64_t *last_seq, ver_mem *r
 
     *next_log = log_no;
     rec->mt = NULL;
+    rec->log_no = 0;
     ERR(db->env->list(db->env, db->path, collect_log, &l));
     if (l.n)
         qsort(l.no, l.n, sizeof *l.no, cmp_u64);
@@ -187,7 +191,10 @@ static int recover(shale_db *db, uint64_t log_no, uint64_t *last_seq, ver_mem *r
         }
         ERR(replay_log(db, l.no[i], mt, last_seq, &torn, &records));
         *next_log = l.no[i] + 1;
-        rec->log_no = l.no[i];
+        /* The memtable holds every replayed log: a checkpoint taken before it
+         * is written out must keep all of them, so it is tied to the first. */
+        if (!rec->log_no)
+            rec->log_no = l.no[i];
     }
     if (!db->opts.read_only)
         ERR(db->env->sync_dir(db->env, db->path));
@@ -246,6 +253,7 @@ static void db_free(shale_db *db)
     pthread_mutex_destroy(&db->list_mu);
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->room_cv);
+    pthread_cond_destroy(&db->sync_cv);
     free(db->path);
     free(db);
 }
@@ -269,6 +277,7 @@ static shale_db *db_alloc(const char *path, const shale_options *opts, sp_env *e
     pthread_mutex_init(&db->list_mu, NULL);
     pthread_cond_init(&db->bg_cv, NULL);
     pthread_cond_init(&db->room_cv, NULL);
+    pthread_cond_init(&db->sync_cv, NULL);
     db->next_tree_id = TREE_ID_DEFAULT + 1;
     return db;
 }
@@ -352,6 +361,12 @@ int db_open_env(const char *path, const shale_options *opts, sp_env *env, shale_
         return SHALE_ENOMEM;
     ERR(open_dir(db));
     ERR(open_space(db, &m));
+    /* The header chosen may have been written but never synced before a
+     * crash; recovery is about to delete logs below its log_no, so it must be
+     * durable first (else a power loss could bring back the older header
+     * whose logs are gone). */
+    if (!db->opts.read_only)
+        ERR(sp_sync(db->sp));
     db->next_seg_id = m.next_seg_id;
     db->next_gen = m.next_gen;
     db->ckpt_seq = m.ckpt_seq;

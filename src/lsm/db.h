@@ -66,6 +66,7 @@ struct shale_db {
     pthread_mutex_t ver_mu;
     pthread_cond_t bg_cv;   /* background threads wait for work */
     pthread_cond_t room_cv; /* writers wait for a memtable write-out */
+    pthread_cond_t sync_cv; /* the periodic syncer sleeps on it (stop wakes it) */
     ver_version *current;
     bool stopping;
     bool merging;
@@ -107,6 +108,9 @@ int db_switch_memtable(shale_db *db); /* with write_mu held */
 int db_open_log(shale_db *db, uint64_t no, db_log **out);
 int db_remove_logs_below(shale_db *db, uint64_t keep);
 uint64_t db_log_bytes(shale_db *db);
+typedef int (*db_build_fn)(shale_db *db, ver_version *v, uint64_t snap, shale_batch *b,
+                           void *ctx);
+int db_write_built(shale_db *db, db_build_fn build, void *ctx);
 int db_write_rmw(shale_db *db, shale_batch *b, const void *ikey, size_t iklen, shale_buf *old);
 int db_log_name(const shale_db *db, uint64_t no, char *buf, size_t n);
 int tree_load_catalog(shale_db *db);

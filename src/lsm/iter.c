@@ -39,8 +39,10 @@ int shale_iter_set_bounds(shale_iter *it, const void *lo, size_t lolen, const vo
 {
     int rc = SHALE_OK;
     uint8_t *l = NULL, *h = NULL;
-    if (!it || lolen > SHALE_MAX_KEY_SIZE || hilen > SHALE_MAX_KEY_SIZE)
+    if (!it || (!lo && lolen) || (!hi && hilen))
         return SHALE_EINVAL;
+    if (lolen > SHALE_MAX_KEY_SIZE || hilen > SHALE_MAX_KEY_SIZE)
+        return SHALE_ETOOBIG;
     it->positioned = false;
     if (!(l = malloc(lolen + IKEY_PREFIX)) || !(h = malloc(hilen + IKEY_PREFIX)))
         ERR_SET(SHALE_ENOMEM);
@@ -99,8 +101,10 @@ int shale_iter_last(shale_iter *it) { return it ? moved(it, cur_last(it->c)) : S
 int shale_iter_seek(shale_iter *it, const void *key, size_t klen)
 {
     uint8_t *ik;
-    if (!it || (!key && klen) || klen > SHALE_MAX_KEY_SIZE)
+    if (!it || (!key && klen))
         return SHALE_EINVAL;
+    if (klen > SHALE_MAX_KEY_SIZE)
+        return SHALE_ETOOBIG;
     RET(prefixed(it, key, klen, &ik));
     return moved(it, cur_seek_ge(it->c, ik, klen + IKEY_PREFIX));
 }
@@ -108,8 +112,10 @@ int shale_iter_seek(shale_iter *it, const void *key, size_t klen)
 int shale_iter_seek_prev(shale_iter *it, const void *key, size_t klen)
 {
     uint8_t *ik;
-    if (!it || (!key && klen) || klen > SHALE_MAX_KEY_SIZE)
+    if (!it || (!key && klen))
         return SHALE_EINVAL;
+    if (klen > SHALE_MAX_KEY_SIZE)
+        return SHALE_ETOOBIG;
     RET(prefixed(it, key, klen, &ik));
     return moved(it, cur_seek_le(it->c, ik, klen + IKEY_PREFIX));
 }

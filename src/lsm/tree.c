@@ -151,6 +151,11 @@ static int create_tree(shale_db *db, const char *name, size_t nlen, struct shale
     ERR(batch_add(&b, NODE_KIND_VALUE, TREE_ID_CATALOG, cat_next_key, sizeof cat_next_key - 1,
                   nextv, 4));
     ERR(db_write(db, &b));
+    /* The id is spent once the catalog write is in: never hand it out again,
+     * even if the handle cannot be allocated below. */
+    pthread_mutex_lock(&db->list_mu);
+    db->next_tree_id = id + 1;
+    pthread_mutex_unlock(&db->list_mu);
     ERR(tree_add(db, name, nlen, id, out));
 err:
     free(b.buf);
@@ -180,15 +185,13 @@ err:
     return rc;
 }
 
-/* clear_tree -- delete every key of tree t in one batch. */
-static int clear_tree(shale_db *db, struct shale_tree *t)
+/* build_clear -- a batch deleting every key of tree ctx, from version v. */
+static int build_clear(shale_db *db, ver_version *v, uint64_t snap, shale_batch *b, void *ctx)
 {
     int rc = SHALE_OK;
-    uint64_t snap;
+    struct shale_tree *t = ctx;
     cur_cursor *c = NULL;
-    shale_batch b = {0};
     uint8_t lo[IKEY_PREFIX], hi[IKEY_PREFIX];
-    ver_version *v = db_pin(db, &snap);
     put_be32(lo, t->id);
     put_be32(hi, t->id + 1);
     ERR(cur_open(v, snap, true, 0, v->nsegs, true, &c));
@@ -196,16 +199,20 @@ static int clear_tree(shale_db *db, struct shale_tree *t)
     for (rc = cur_first(c); rc == SHALE_OK; rc = cur_next(c)) {
         size_t kl;
         const uint8_t *k = cur_key(c, &kl);
-        ERR(batch_add(&b, NODE_KIND_TOMBSTONE, t->id, k + IKEY_PREFIX, kl - IKEY_PREFIX, NULL,
-                      0));
+        ERR(batch_add(b, NODE_KIND_TOMBSTONE, t->id, k + IKEY_PREFIX, kl - IKEY_PREFIX, NULL, 0));
     }
-    ERR(rc == SHALE_NOTFOUND ? SHALE_OK : rc);
-    rc = db_write(db, &b);
+    rc = rc == SHALE_NOTFOUND ? SHALE_OK : rc;
 err:
-    free(b.buf);
     cur_close(c);
-    ver_unref(v);
     return rc;
+}
+
+/* clear_tree -- delete every key of tree t atomically: the scan and the
+ * write happen with no other write between them.  (One batch of
+ * tombstones; range tombstones will make this O(1).) */
+static int clear_tree(shale_db *db, struct shale_tree *t)
+{
+    return db_write_built(db, build_clear, t);
 }
 
 int shale_drop_tree(shale_db *db, const char *name)
@@ -233,6 +240,9 @@ int shale_drop_tree(shale_db *db, const char *name)
     ERR(batch_add(&b, NODE_KIND_TOMBSTONE, TREE_ID_CATALOG, key, catalog_key(key, name, nlen),
                   NULL, 0));
     ERR(db_write(db, &b));
+    /* Write-outs skip a dropped tree's keys as soon as it is marked; the drop
+     * must be durable by then, or a crash could bring back the tree empty. */
+    ERR(shale_flush(db));
     t->dropped = true;
 err:
     pthread_mutex_unlock(&db->tree_mu);

@@ -193,6 +193,29 @@ int db_write_rmw(shale_db *db, shale_batch *b, const void *ikey, size_t iklen, s
     return found;
 }
 
+/* db_write_built -- build a batch with build() from a version pinned under
+ * write_mu, then apply it before any other write: the read and the write are
+ * one atomic step. */
+int db_write_built(shale_db *db, db_build_fn build, void *ctx)
+{
+    db_log *log = NULL;
+    uint64_t end = 0, snap;
+    shale_batch b = {0};
+    int rc;
+    if (db->opts.read_only)
+        return SHALE_EREADONLY;
+    pthread_mutex_lock(&db->write_mu);
+    ver_version *v = db_pin(db, &snap);
+    rc = build(db, v, snap, &b, ctx);
+    ver_unref(v);
+    if (rc >= 0 && b.count)
+        rc = write_locked(db, &b, db->opts.sync_writes ? &log : NULL, &end);
+    pthread_mutex_unlock(&db->write_mu);
+    free(b.buf);
+    RET(rc);
+    return db_write_sync(db, log, end);
+}
+
 int shale_flush(shale_db *db)
 {
     if (!db)
