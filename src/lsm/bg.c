@@ -290,6 +290,7 @@ static int merge_all(shale_db *db)
         db->current = nv;
         for (size_t i = 0; i < nmerge; i++)
             seg_retire(v->segs[i]);
+        pthread_cond_broadcast(&db->room_cv);
     }
     pthread_mutex_unlock(&db->ver_mu);
     ERR(rc);

@@ -12,8 +12,9 @@
  * in full (so no later record can be durable while an earlier one is not:
  * recovery stays a prefix), a new log file and memtable start, and the old
  * memtable joins the immutable list for the background thread.  If
- * DB_MAX_IMM memtables are already waiting, the writer waits for a write-out
- * (counted in the stall statistics).
+ * DB_MAX_IMM memtables are already waiting, or merges are so far behind that
+ * there are more than twice max_young_segments segments, the writer waits for
+ * the background threads (counted in the stall statistics).
  */
 #include <stdlib.h>
 #include <time.h>
@@ -37,11 +38,20 @@ static uint64_t now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-/* wait_for_room -- with ver_mu held: wait while too many memtables are queued. */
+/* no_room -- with ver_mu held: too many memtables wait for a write-out, or
+ * merges have fallen so far behind that segments pile up (the hard bound on
+ * the young segments a read may have to visit). */
+static bool no_room(shale_db *db)
+{
+    return db->current->nimm >= DB_MAX_IMM ||
+           db->current->nsegs > 2 * (size_t)db->opts.max_young_segments;
+}
+
+/* wait_for_room -- with ver_mu held: wait while there is no room (no_room). */
 static int wait_for_room(shale_db *db)
 {
     uint64_t t0 = 0;
-    while (db->current->nimm >= DB_MAX_IMM && !db->bg_error && !db->stopping) {
+    while (no_room(db) && !db->bg_error && !db->stopping) {
         if (!t0) {
             t0 = now_us();
             atomic_fetch_add(&db->st_stalls, 1);

@@ -70,6 +70,14 @@ Test(db, writes_survive_writeouts_merges_and_reopen, .init = setup, .fini = tear
                 cr_assert_eq(shale_remove(t, k, strlen(k), NULL), SHALE_OK);
             else
                 cr_assert_eq(shale_insert(t, k, strlen(k), v, strlen(v), NULL), SHALE_OK);
+            if (i % 500 == 0) {
+                /* Writers wait for merges before young segments exceed
+                 * twice the limit; queued write-outs can add two more. */
+                shale_stats s;
+                cr_assert_eq(shale_stats_get(db, &s), SHALE_OK);
+                cr_assert_leq(s.segments, 2 * o.max_young_segments + 2, "%d segments",
+                              (int)s.segments);
+            }
         }
     check_all(t, n, 1, -1);
     shale_stats st;
