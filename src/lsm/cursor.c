@@ -28,6 +28,8 @@ struct cur_cursor {
     bool hide;
     int dir; /* +1 forward, -1 backward, 0 unpositioned */
     int win; /* index of the child holding the current entry */
+    int *tie; /* the children on the current key (win among them), from pick */
+    size_t ntie;
     uint8_t *cur;
     size_t curlen, curcap;
     uint8_t *lo, *hi;
@@ -131,7 +133,8 @@ int cur_open(ver_version *v, uint64_t snap, bool include_mem, size_t segs_from, 
     size_t nmem = include_mem ? 1 + v->nimm : 0;
     if (!c)
         return SHALE_ENOMEM;
-    if (!(c->ch = calloc(nmem + segs_n + 1, sizeof *c->ch)))
+    if (!(c->ch = calloc(nmem + segs_n + 1, sizeof *c->ch)) ||
+        !(c->tie = calloc(nmem + segs_n + 1, sizeof *c->tie)))
         ERR_SET(SHALE_ENOMEM);
     ver_ref(v);
     c->v = v;
@@ -164,6 +167,7 @@ void cur_close(cur_cursor *c)
         if (c->ch[i].type == CH_SEG)
             seg_cursor_close(c->ch[i].sc);
     free(c->ch);
+    free(c->tie);
     ver_unref(c->v);
     free(c->cur);
     free(c->lo);
@@ -214,24 +218,43 @@ static int set_cur(cur_cursor *c, int win)
     return SHALE_OK;
 }
 
-/* pick -- the child with the smallest (dir > 0) or largest key, newest on a tie. */
+/* pick -- the child with the smallest (dir > 0) or largest key, newest on a
+ * tie; every child on that key is recorded in c->tie, so stepping past it
+ * needs no more comparisons. */
 static int pick(cur_cursor *c, int dir)
 {
     int best = -1;
     size_t bl = 0;
     const void *bk = NULL;
+    c->ntie = 0;
     for (size_t i = 0; i < c->n; i++) {
         if (!c->ch[i].valid)
             continue;
         size_t kl;
         const void *k = ch_key(&c->ch[i], &kl);
-        if (best < 0 || dir * key_cmp(k, kl, bk, bl) < 0) {
+        int cmp = best < 0 ? -1 : dir * key_cmp(k, kl, bk, bl);
+        if (cmp < 0) {
             best = (int)i;
             bk = k;
             bl = kl;
+            c->ntie = 0;
         }
+        if (cmp <= 0)
+            c->tie[c->ntie++] = (int)i;
     }
     return best;
+}
+
+/* skip_ties -- move every child on the current key (as pick found them) one
+ * step in direction dir. */
+static int skip_ties(cur_cursor *c, int dir)
+{
+    for (size_t i = 0; i < c->ntie; i++) {
+        cur_child *h = &c->ch[c->tie[i]];
+        RET(dir > 0 ? ch_next(h) : ch_prev(h));
+    }
+    c->ntie = 0;
+    return SHALE_OK;
 }
 
 /* skip_key -- move every child sitting on cur one step in direction dir. */
@@ -264,7 +287,7 @@ static int settle(cur_cursor *c, int dir)
             c->dir = dir;
             return SHALE_OK;
         }
-        RET(skip_key(c, dir));
+        RET(skip_ties(c, dir));
     }
     c->dir = 0;
     return SHALE_NOTFOUND;
@@ -354,7 +377,7 @@ int cur_next(cur_cursor *c)
     if (c->dir == 0)
         return SHALE_NOTFOUND;
     if (c->dir > 0)
-        ERR(skip_key(c, 1));
+        ERR(skip_ties(c, 1));
     else
         ERR(turn(c, 1));
     rc = settle(c, 1);
@@ -368,7 +391,7 @@ int cur_prev(cur_cursor *c)
     if (c->dir == 0)
         return SHALE_NOTFOUND;
     if (c->dir < 0)
-        ERR(skip_key(c, -1));
+        ERR(skip_ties(c, -1));
     else
         ERR(turn(c, -1));
     rc = settle(c, -1);
