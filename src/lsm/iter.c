@@ -98,7 +98,8 @@ static int moved(shale_iter *it, int rc)
 int shale_iter_first(shale_iter *it) { return it ? moved(it, cur_first(it->c)) : SHALE_EINVAL; }
 int shale_iter_last(shale_iter *it) { return it ? moved(it, cur_last(it->c)) : SHALE_EINVAL; }
 
-int shale_iter_seek(shale_iter *it, const void *key, size_t klen)
+/* seek -- check the key, then position with cur_seek_ge (dir > 0) or cur_seek_le. */
+static int seek(shale_iter *it, const void *key, size_t klen, int dir)
 {
     uint8_t *ik;
     if (!it || (!key && klen))
@@ -106,18 +107,15 @@ int shale_iter_seek(shale_iter *it, const void *key, size_t klen)
     if (klen > SHALE_MAX_KEY_SIZE)
         return SHALE_ETOOBIG;
     RET(prefixed(it, key, klen, &ik));
-    return moved(it, cur_seek_ge(it->c, ik, klen + IKEY_PREFIX));
+    klen += IKEY_PREFIX;
+    return moved(it, dir > 0 ? cur_seek_ge(it->c, ik, klen) : cur_seek_le(it->c, ik, klen));
 }
+
+int shale_iter_seek(shale_iter *it, const void *key, size_t klen) { return seek(it, key, klen, 1); }
 
 int shale_iter_seek_prev(shale_iter *it, const void *key, size_t klen)
 {
-    uint8_t *ik;
-    if (!it || (!key && klen))
-        return SHALE_EINVAL;
-    if (klen > SHALE_MAX_KEY_SIZE)
-        return SHALE_ETOOBIG;
-    RET(prefixed(it, key, klen, &ik));
-    return moved(it, cur_seek_le(it->c, ik, klen + IKEY_PREFIX));
+    return seek(it, key, klen, -1);
 }
 
 int shale_iter_next(shale_iter *it)

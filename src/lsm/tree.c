@@ -162,16 +162,24 @@ err:
     return rc;
 }
 
+/* check_name -- NULL is the default tree's ""; *nlen gets the length. */
+static int check_name(shale_db *db, const char **name, size_t *nlen)
+{
+    if (!db)
+        return SHALE_EINVAL;
+    if (!*name)
+        *name = "";
+    *nlen = strlen(*name);
+    return *nlen > SHALE_MAX_TREE_NAME ? SHALE_EINVAL : SHALE_OK;
+}
+
 int shale_open_tree(shale_db *db, const char *name, shale_tree **treep)
 {
     int rc = SHALE_OK;
-    if (!db || !treep)
+    size_t nlen;
+    if (!treep)
         return SHALE_EINVAL;
-    if (!name)
-        name = "";
-    size_t nlen = strlen(name);
-    if (nlen > SHALE_MAX_TREE_NAME)
-        return SHALE_EINVAL;
+    RET(check_name(db, &name, &nlen));
     pthread_mutex_lock(&db->tree_mu);
     struct shale_tree *t = tree_find(db, name);
     if (!t) {
@@ -220,13 +228,8 @@ int shale_drop_tree(shale_db *db, const char *name)
     int rc = SHALE_OK;
     uint8_t key[SHALE_MAX_TREE_NAME + 1];
     shale_batch b = {0};
-    if (!db)
-        return SHALE_EINVAL;
-    if (!name)
-        name = "";
-    size_t nlen = strlen(name);
-    if (nlen > SHALE_MAX_TREE_NAME)
-        return SHALE_EINVAL;
+    size_t nlen;
+    RET(check_name(db, &name, &nlen));
     if (db->opts.read_only)
         return SHALE_EREADONLY;
     pthread_mutex_lock(&db->tree_mu);
