@@ -232,7 +232,8 @@ typedef struct shale_stats {
     uint64_t live_pages;       /* pages referenced by segments and the header */
     uint64_t free_pages;       /* reusable now */
     uint64_t pending_pages;    /* freed, reusable after the next durable checkpoint */
-    uint64_t zombie_pages;     /* retired but maybe still read by a pinned version */
+    uint64_t zombie_pages;     /* the rest: retired segments a reader still pins,
+                                  segments being written, the header's spill pages */
     uint64_t file_bytes;       /* size of the page file */
     uint64_t log_bytes;        /* size of the live log files */
     uint64_t segments;         /* segments in the current version */
