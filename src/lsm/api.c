@@ -73,10 +73,9 @@ int shale_batch_new(shale_batch **bp)
 /* batch_check -- the tree belongs to the batch's db (the first tree fixes it). */
 static int batch_check(shale_batch *b, shale_tree *t, const void *key, size_t klen)
 {
-    if (!b || !t || (!key && klen) || atomic_load(&t->dropped))
+    if (!b)
         return SHALE_EINVAL;
-    if (klen > SHALE_MAX_KEY_SIZE)
-        return SHALE_ETOOBIG;
+    RET(tree_check_key(t, key, klen));
     if (b->db && b->db != t->db)
         return SHALE_EINVAL;
     b->db = t->db;

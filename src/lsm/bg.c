@@ -157,24 +157,15 @@ static int install_written(shale_db *db, mt_table *mt, uint64_t last_seq, seg_se
     pthread_mutex_lock(&db->ver_mu);
     ver_version *cur = db->current;
     ver_mem *imm = malloc((cur->nimm + 1) * sizeof *imm);
-    seg_segment **segs = malloc((cur->nsegs + 1) * sizeof *segs);
     size_t n = 0;
-    if (!segs || !imm) {
+    if (!imm) {
         pthread_mutex_unlock(&db->ver_mu);
-        free(imm);
-        free(segs);
         return SHALE_ENOMEM;
     }
     for (size_t i = 0; i < cur->nimm; i++)
         if (cur->imm[i].mt != mt)
             imm[n++] = cur->imm[i];
-    size_t ns = 0;
-    if (seg)
-        segs[ns++] = seg;
-    if (cur->nsegs)
-        memcpy(segs + ns, cur->segs, cur->nsegs * sizeof *segs);
-    ns += cur->nsegs;
-    rc = ver_new(&cur->mem, imm, n, segs, ns, &v);
+    rc = ver_new_around(&cur->mem, imm, n, seg, cur->segs, cur->nsegs, NULL, &v);
     if (rc == SHALE_OK) {
         db->current = v;
         if (last_seq > db->ckpt_seq)
@@ -183,7 +174,6 @@ static int install_written(shale_db *db, mt_table *mt, uint64_t last_seq, seg_se
         pthread_cond_broadcast(&db->bg_cv);
     }
     pthread_mutex_unlock(&db->ver_mu);
-    free(segs);
     free(imm);
     if (rc == SHALE_OK)
         ver_unref(cur);
@@ -257,7 +247,7 @@ static int merge_all(shale_db *db)
     int rc = SHALE_OK;
     cur_src s = {.drop_tombstones = true, .lc = {.db = db}};
     seg_source src = {cur_src_next, &s};
-    seg_segment *seg = NULL, **segs = NULL;
+    seg_segment *seg = NULL;
     ver_version *nv = NULL, *v;
     uint64_t id, gen;
 
@@ -277,15 +267,7 @@ static int merge_all(shale_db *db)
     ver_version *cur = db->current;
     /* Flushes only prepend: the merged segments are the tail of cur->segs. */
     size_t keep = cur->nsegs - nmerge;
-    if (!(segs = malloc((keep + 1) * sizeof *segs))) {
-        pthread_mutex_unlock(&db->ver_mu);
-        ERR_SET(SHALE_ENOMEM);
-    }
-    if (keep)
-        memcpy(segs, cur->segs, keep * sizeof *segs);
-    if (seg)
-        segs[keep++] = seg;
-    rc = ver_new(&cur->mem, cur->imm, cur->nimm, segs, keep, &nv);
+    rc = ver_new_around(&cur->mem, cur->imm, cur->nimm, NULL, cur->segs, keep, seg, &nv);
     if (rc == SHALE_OK) {
         db->current = nv;
         for (size_t i = 0; i < nmerge; i++)
@@ -303,7 +285,6 @@ err:
         seg_retire(seg);
         seg_unref(seg);
     }
-    free(segs);
     cur_close(s.c);
     ver_unref(v);
     return rc;
@@ -439,17 +420,7 @@ static int install_fresh_active(shale_db *db, uint64_t log_no, uint64_t last, se
     pthread_mutex_lock(&db->write_mu);
     pthread_mutex_lock(&db->ver_mu);
     ver_version *cur = db->current;
-    size_t ns = cur->nsegs + (seg ? 1 : 0), k = 0;
-    seg_segment **segs = malloc((ns + 1) * sizeof *segs);
-    rc = SHALE_ENOMEM;
-    if (segs) {
-        if (seg)
-            segs[k++] = seg;
-        if (cur->nsegs)
-            memcpy(segs + k, cur->segs, cur->nsegs * sizeof *segs);
-        rc = ver_new(&fresh, cur->imm, cur->nimm, segs, ns, &v);
-        free(segs);
-    }
+    rc = ver_new_around(&fresh, cur->imm, cur->nimm, seg, cur->segs, cur->nsegs, NULL, &v);
     if (rc == SHALE_OK) {
         db->current = v;
         db->active = fresh.mt;

@@ -50,72 +50,55 @@ static uint8_t ch_kind(const cur_child *h)
     return h->type == CH_MEM ? mt_iter_kind(&h->mt) : seg_cursor_kind(h->sc);
 }
 
-/* ch_result -- record a segment move's result in valid; errors pass up. */
-static int ch_result(cur_child *h, int rc)
+/* The moves a child makes; one dispatcher serves both kinds of child. */
+enum ch_op { OP_FIRST, OP_LAST, OP_SEEK_GE, OP_SEEK_LE, OP_NEXT, OP_PREV };
+
+/* mem_move -- op on a memtable iterator (cannot fail). */
+static void mem_move(mt_iter *it, enum ch_op op, const void *k, size_t kl)
 {
+    switch (op) {
+    case OP_FIRST: mt_iter_first(it); break;
+    case OP_LAST: mt_iter_last(it); break;
+    case OP_SEEK_GE: mt_iter_seek_ge(it, k, kl); break;
+    case OP_SEEK_LE: mt_iter_seek_le(it, k, kl); break;
+    case OP_NEXT: mt_iter_next(it); break;
+    case OP_PREV: mt_iter_prev(it); break;
+    }
+}
+
+/* seg_move -- op on a segment cursor. */
+static int seg_move(seg_cursor *sc, enum ch_op op, const void *k, size_t kl)
+{
+    switch (op) {
+    case OP_FIRST: return seg_cursor_first(sc);
+    case OP_LAST: return seg_cursor_last(sc);
+    case OP_SEEK_GE: return seg_cursor_seek_ge(sc, k, kl);
+    case OP_SEEK_LE: return seg_cursor_seek_le(sc, k, kl);
+    case OP_NEXT: return seg_cursor_next(sc);
+    case OP_PREV: return seg_cursor_prev(sc);
+    }
+    return SHALE_EINVAL;
+}
+
+/* ch_move -- move child h and record whether it is positioned; errors pass up. */
+static int ch_move(cur_child *h, enum ch_op op, const void *k, size_t kl)
+{
+    if (h->type == CH_MEM) {
+        mem_move(&h->mt, op, k, kl);
+        h->valid = mt_iter_valid(&h->mt);
+        return SHALE_OK;
+    }
+    int rc = seg_move(h->sc, op, k, kl);
     h->valid = (rc == SHALE_OK);
     return rc < 0 ? rc : SHALE_OK;
 }
 
-static int ch_first(cur_child *h)
-{
-    if (h->type == CH_MEM) {
-        mt_iter_first(&h->mt);
-        h->valid = mt_iter_valid(&h->mt);
-        return SHALE_OK;
-    }
-    return ch_result(h, seg_cursor_first(h->sc));
-}
-
-static int ch_last(cur_child *h)
-{
-    if (h->type == CH_MEM) {
-        mt_iter_last(&h->mt);
-        h->valid = mt_iter_valid(&h->mt);
-        return SHALE_OK;
-    }
-    return ch_result(h, seg_cursor_last(h->sc));
-}
-
-static int ch_seek_ge(cur_child *h, const void *k, size_t kl)
-{
-    if (h->type == CH_MEM) {
-        mt_iter_seek_ge(&h->mt, k, kl);
-        h->valid = mt_iter_valid(&h->mt);
-        return SHALE_OK;
-    }
-    return ch_result(h, seg_cursor_seek_ge(h->sc, k, kl));
-}
-
-static int ch_seek_le(cur_child *h, const void *k, size_t kl)
-{
-    if (h->type == CH_MEM) {
-        mt_iter_seek_le(&h->mt, k, kl);
-        h->valid = mt_iter_valid(&h->mt);
-        return SHALE_OK;
-    }
-    return ch_result(h, seg_cursor_seek_le(h->sc, k, kl));
-}
-
-static int ch_next(cur_child *h)
-{
-    if (h->type == CH_MEM) {
-        mt_iter_next(&h->mt);
-        h->valid = mt_iter_valid(&h->mt);
-        return SHALE_OK;
-    }
-    return ch_result(h, seg_cursor_next(h->sc));
-}
-
-static int ch_prev(cur_child *h)
-{
-    if (h->type == CH_MEM) {
-        mt_iter_prev(&h->mt);
-        h->valid = mt_iter_valid(&h->mt);
-        return SHALE_OK;
-    }
-    return ch_result(h, seg_cursor_prev(h->sc));
-}
+static int ch_first(cur_child *h) { return ch_move(h, OP_FIRST, NULL, 0); }
+static int ch_last(cur_child *h) { return ch_move(h, OP_LAST, NULL, 0); }
+static int ch_next(cur_child *h) { return ch_move(h, OP_NEXT, NULL, 0); }
+static int ch_prev(cur_child *h) { return ch_move(h, OP_PREV, NULL, 0); }
+static int ch_seek_ge(cur_child *h, const void *k, size_t kl) { return ch_move(h, OP_SEEK_GE, k, kl); }
+static int ch_seek_le(cur_child *h, const void *k, size_t kl) { return ch_move(h, OP_SEEK_LE, k, kl); }
 
 /* ch_cmp -- compare the child's key with (k, kl). */
 static int ch_cmp(const cur_child *h, const void *k, size_t kl)

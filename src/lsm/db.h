@@ -108,14 +108,16 @@ int db_switch_memtable(shale_db *db); /* with write_mu held */
 int db_open_log(shale_db *db, uint64_t no, db_log **out);
 int db_remove_logs_below(shale_db *db, uint64_t keep);
 uint64_t db_log_bytes(shale_db *db);
+/* db_build_fn -- reads v at snap and adds to b for db_write_built; returns a
+ * non-negative result to hand back, or an error (then nothing is written). */
 typedef int (*db_build_fn)(shale_db *db, ver_version *v, uint64_t snap, shale_batch *b,
                            void *ctx);
-int db_write_built(shale_db *db, db_build_fn build, void *ctx);
-int db_write_rmw(shale_db *db, shale_batch *b, const void *ikey, size_t iklen, shale_buf *old);
+int db_write_built(shale_db *db, shale_batch *b, db_build_fn build, void *ctx);
 int db_log_name(const shale_db *db, uint64_t no, char *buf, size_t n);
 int tree_load_catalog(shale_db *db);
 void tree_free_all(shale_db *db);
 bool tree_id_live(shale_db *db, uint32_t id);
+int tree_check_key(shale_tree *t, const void *key, size_t klen);
 int buf_set(shale_buf *b, const void *p, size_t n);
 
 #endif

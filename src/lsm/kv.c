@@ -12,8 +12,8 @@
 
 #define IKEY_STACK 512
 
-/* check_key -- validate a tree handle and key; SHALE_OK or an error. */
-static int check_key(shale_tree *t, const void *key, size_t klen)
+/* tree_check_key -- validate a tree handle and key; SHALE_OK or an error. */
+int tree_check_key(shale_tree *t, const void *key, size_t klen)
 {
     if (!t || (!key && klen) || atomic_load_explicit(&t->dropped, memory_order_relaxed))
         return SHALE_EINVAL;
@@ -37,7 +37,7 @@ int shale_get(shale_tree *t, const void *key, size_t klen, shale_buf *val)
     uint64_t snap;
     if (!val)
         return SHALE_EINVAL;
-    RET(check_key(t, key, klen));
+    RET(tree_check_key(t, key, klen));
     uint8_t *ik = ikey_get(t, key, klen, stack);
     if (!ik)
         return SHALE_ENOMEM;
@@ -49,6 +49,20 @@ int shale_get(shale_tree *t, const void *key, size_t klen, shale_buf *val)
     return rc;
 }
 
+/* The key whose previous value a read-modify-write returns. */
+typedef struct old_read {
+    const uint8_t *ikey;
+    size_t iklen;
+    shale_buf *old;
+} old_read;
+
+/* read_old -- db_build_fn: the previous value into r->old (the batch is ready). */
+static int read_old(shale_db *db, ver_version *v, uint64_t snap, shale_batch *b, void *ctx)
+{
+    old_read *r = ctx;
+    return db_get_ikey(db, v, snap, r->ikey, r->iklen, r->old);
+}
+
 /* write_one -- a one-op batch, blind or read-modify-write. */
 static int write_one(shale_tree *t, uint8_t kind, const void *key, size_t klen, const void *val,
                      size_t vlen, shale_buf *old)
@@ -56,7 +70,7 @@ static int write_one(shale_tree *t, uint8_t kind, const void *key, size_t klen, 
     int rc;
     uint8_t stack[IKEY_STACK + 64];
     shale_batch b = {0};
-    RET(check_key(t, key, klen));
+    RET(tree_check_key(t, key, klen));
     if ((!val && vlen) || vlen > SHALE_MAX_VALUE_SIZE)
         return (!val && vlen) ? SHALE_EINVAL : SHALE_ETOOBIG;
     /* Small batches live on the stack: no allocation per write. */
@@ -67,8 +81,9 @@ static int write_one(shale_tree *t, uint8_t kind, const void *key, size_t klen, 
     rc = batch_add(&b, kind, t->id, key, klen, val, vlen);
     if (rc == SHALE_OK) {
         if (old) {
-            const uint8_t *ik = b.buf + VARINT_MAX + 1 + varint_len(klen + IKEY_PREFIX);
-            rc = db_write_rmw(t->db, &b, ik, klen + IKEY_PREFIX, old);
+            old_read r = {b.buf + VARINT_MAX + 1 + varint_len(klen + IKEY_PREFIX),
+                          klen + IKEY_PREFIX, old};
+            rc = db_write_built(t->db, &b, read_old, &r);
         } else {
             rc = db_write(t->db, &b);
         }

@@ -48,10 +48,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-#include <xxhash.h>
-
 #include "../space/common.h"
 #include "arena.h"
+#include "filter.h"
 
 #define MT_MAX_HEIGHT 12
 #define MT_BRANCH_BITS 2 /* a node reaches the next level with probability 1/4 */
@@ -99,8 +98,6 @@ static void bloom_add(mt_table *mt, uint64_t h)
     for (int i = 0; i < MT_BLOOM_PROBES; i++, a += d)
         atomic_fetch_or_explicit(&blk[(a >> 6) & 7], 1ull << (a & 63), memory_order_relaxed);
 }
-
-uint64_t mt_hash(const void *key, size_t klen) { return XXH3_64bits(key, klen); }
 
 bool mt_may_contain(const mt_table *mt, uint64_t h)
 {
@@ -333,7 +330,7 @@ int mt_add(mt_table *mt, uint64_t seq, uint8_t kind, const void *key, size_t kle
     if (n == NULL)
         return SHALE_ENOMEM;
     if (mt->bloom)
-        bloom_add(mt, mt_hash(key, klen));
+        bloom_add(mt, filter_hash(key, klen));
     for (int i = cur; i < h; i++)
         prev[i] = mt->head;
     if (h > cur)

@@ -44,9 +44,8 @@ int mt_add(mt_table *mt, uint64_t seq, uint8_t kind, const void *key, size_t kle
 int mt_get(mt_table *mt, const void *key, size_t klen, uint64_t snap, uint8_t *kind,
            const void **val, size_t *vlen);
 
-/* mt_hash / mt_may_contain -- false only when key (hashed with mt_hash) is
- * certainly not in the table; always true for a table without a filter. */
-uint64_t mt_hash(const void *key, size_t klen);
+/* mt_may_contain -- false only when the key whose filter_hash (filter.h) is h
+ * is certainly not in the table; always true for a table without a filter. */
 bool mt_may_contain(const mt_table *mt, uint64_t h);
 
 size_t mt_bytes(const mt_table *mt);   /* memory used (arena + large values) */

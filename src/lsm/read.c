@@ -7,6 +7,7 @@
 
 #include "../space/common.h"
 #include "db.h"
+#include "filter.h"
 
 /* db_pin -- a reference on the current version and the snapshot sequence to
  * read it at.  The sequence is read after pinning: every write a segment of
@@ -55,14 +56,14 @@ static int mem_lookup(mt_table *mt, uint64_t h, uint64_t snap, const void *ikey,
 int db_get_ikey(shale_db *db, ver_version *v, uint64_t snap, const void *ikey, size_t iklen,
                 shale_buf *val)
 {
-    uint64_t h = mt_hash(ikey, iklen);
+    uint64_t h = filter_hash(ikey, iklen); /* one hash for every filter below */
     int rc = mem_lookup(v->mem.mt, h, snap, ikey, iklen, val);
     for (size_t i = 0; rc == 2 && i < v->nimm; i++)
         rc = mem_lookup(v->imm[i].mt, h, snap, ikey, iklen, val);
     for (size_t i = 0; rc == 2 && i < v->nsegs; i++) {
         seg_segment *s = v->segs[i];
         uint8_t kind;
-        int r = seg_get(s, ikey, iklen, &kind, val);
+        int r = seg_get_hashed(s, ikey, iklen, h, &kind, val);
         if (r == SHALE_NOTFOUND)
             continue;
         rc = (r == SHALE_OK && kind == NODE_KIND_TOMBSTONE) ? SHALE_NOTFOUND : r;

@@ -431,11 +431,16 @@ int seg_page_get(const seg_segment *seg, uint64_t pgno, sp_page **pgp, const uin
 /* seg_may_contain -- the key range, then the filter. */
 bool seg_may_contain(const seg_segment *seg, const void *key, size_t klen)
 {
+    return seg_may_contain_hashed(seg, key, klen, filter_hash(key, klen));
+}
+
+/* seg_may_contain_hashed -- the same with the key's filter_hash given. */
+bool seg_may_contain_hashed(const seg_segment *seg, const void *key, size_t klen, uint64_t h)
+{
     if (key_cmp(key, klen, seg->min_key, seg->min_len) < 0 ||
         key_cmp(key, klen, seg->max_key, seg->max_len) > 0)
         return false;
-    return seg->filter == NULL ||
-           filter_may_contain(seg->filter, seg->filter_bytes, filter_hash(key, klen));
+    return seg->filter == NULL || filter_may_contain(seg->filter, seg->filter_bytes, h);
 }
 
 /* seg_find_leaf -- pin the leaf whose range holds key; SHALE_NOTFOUND when
@@ -490,6 +495,13 @@ static int seg_buf_reserve(shale_buf *buf, size_t n)
 /* seg_get -- look key up and copy its value out (see segment.h). */
 int seg_get(seg_segment *seg, const void *key, size_t klen, uint8_t *kind, shale_buf *val)
 {
+    return seg_get_hashed(seg, key, klen, filter_hash(key, klen), kind, val);
+}
+
+/* seg_get_hashed -- seg_get with the key's filter_hash given. */
+int seg_get_hashed(seg_segment *seg, const void *key, size_t klen, uint64_t h, uint8_t *kind,
+                   shale_buf *val)
+{
     int rc = SHALE_OK;
     sp_space *sp = seg->sp;
     uint32_t ps = sp_page_size(sp);
@@ -500,7 +512,7 @@ int seg_get(seg_segment *seg, const void *key, size_t klen, uint8_t *kind, shale
     bool exact;
     uint64_t ovf;
 
-    if (!seg_may_contain(seg, key, klen))
+    if (!seg_may_contain_hashed(seg, key, klen, h))
         return SHALE_NOTFOUND;
     ERR(seg_find_leaf(seg, key, klen, &pg, &d));
     if (rc == SHALE_NOTFOUND)

@@ -89,11 +89,17 @@ uint64_t seg_lost_pages(void);
 /* seg_may_contain -- false only when key is certainly absent (filter, range).
  * seg_get makes this check itself. */
 bool seg_may_contain(const seg_segment *seg, const void *key, size_t klen);
+/* seg_may_contain_hashed -- the same with h = filter_hash(key, klen), so a
+ * read through many segments (and memtables) hashes the key once. */
+bool seg_may_contain_hashed(const seg_segment *seg, const void *key, size_t klen, uint64_t h);
 
 /* seg_get -- look key up.  SHALE_OK with *kind and, for values, the value
  * copied into *val (grown as needed); SHALE_NOTFOUND when the segment has no
  * entry for key.  Errors: SHALE_ECORRUPT, SHALE_EIO, SHALE_ENOMEM. */
 int seg_get(seg_segment *seg, const void *key, size_t klen, uint8_t *kind, shale_buf *val);
+/* seg_get_hashed -- seg_get with h = filter_hash(key, klen). */
+int seg_get_hashed(seg_segment *seg, const void *key, size_t klen, uint64_t h, uint8_t *kind,
+                   shale_buf *val);
 
 /* A cursor over one segment.  Keys and values it returns stay valid until
  * the next move or close.  Moves return SHALE_OK (positioned), SHALE_NOTFOUND

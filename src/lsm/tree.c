@@ -220,7 +220,10 @@ err:
  * tombstones; range tombstones will make this O(1).) */
 static int clear_tree(shale_db *db, struct shale_tree *t)
 {
-    return db_write_built(db, build_clear, t);
+    shale_batch b = {0};
+    int rc = db_write_built(db, &b, build_clear, t);
+    free(b.buf);
+    return rc;
 }
 
 int shale_drop_tree(shale_db *db, const char *name)

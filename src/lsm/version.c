@@ -10,12 +10,26 @@
 int ver_new(const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segment *const *segs,
             size_t nsegs, ver_version **vp)
 {
+    return ver_new_around(mem, imm, nimm, NULL, segs, nsegs, NULL, vp);
+}
+
+/* add_seg -- append seg (with a reference) to v's segment list. */
+static void add_seg(ver_version *v, seg_segment *seg)
+{
+    v->segs[v->nsegs++] = seg;
+    seg_ref(seg);
+}
+
+int ver_new_around(const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segment *front,
+                   seg_segment *const *segs, size_t nsegs, seg_segment *back, ver_version **vp)
+{
     ver_version *v = calloc(1, sizeof *v);
+    size_t total = nsegs + (front != NULL) + (back != NULL);
     if (!v)
         return SHALE_ENOMEM;
     if (nimm && !(v->imm = malloc(nimm * sizeof *v->imm)))
         goto nomem;
-    if (nsegs && !(v->segs = malloc(nsegs * sizeof *v->segs)))
+    if (total && !(v->segs = malloc(total * sizeof *v->segs)))
         goto nomem;
     atomic_init(&v->refs, 1);
     v->mem = *mem;
@@ -25,11 +39,12 @@ int ver_new(const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segment *co
         mt_ref(imm[i].mt);
     }
     v->nimm = nimm;
-    for (size_t i = 0; i < nsegs; i++) {
-        v->segs[i] = segs[i];
-        seg_ref(segs[i]);
-    }
-    v->nsegs = nsegs;
+    if (front)
+        add_seg(v, front);
+    for (size_t i = 0; i < nsegs; i++)
+        add_seg(v, segs[i]);
+    if (back)
+        add_seg(v, back);
     *vp = v;
     return SHALE_OK;
 nomem:

@@ -39,6 +39,11 @@ typedef struct ver_version {
  * memtable and segment.  The version starts with one reference. */
 int ver_new(const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segment *const *segs,
             size_t nsegs, ver_version **vp);
+/* ver_new_around -- the same with segment front (if not NULL) before segs
+ * and back (if not NULL) after them: a write-out adds its segment in front, a
+ * merge its result behind the segments it leaves alone. */
+int ver_new_around(const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segment *front,
+                   seg_segment *const *segs, size_t nsegs, seg_segment *back, ver_version **vp);
 void ver_ref(ver_version *v);
 void ver_unref(ver_version *v); /* NULL ok; the last reference frees */
 

@@ -180,50 +180,27 @@ int db_write(shale_db *db, shale_batch *b)
     return db_write_sync(db, log, end);
 }
 
-/* db_write_rmw -- apply b atomically after reading the current value of
- * ikey into *old (SHALE_NOTFOUND when absent): read and write happen under
- * write_mu, so no other write can come between them. */
-int db_write_rmw(shale_db *db, shale_batch *b, const void *ikey, size_t iklen, shale_buf *old)
+/* db_write_built -- let build() read from a version pinned under write_mu and
+ * add to b, then apply b before any other write: the read and the write are
+ * one atomic step.  Returns build()'s non-negative result once b is applied
+ * (an empty b is not written), or an error. */
+int db_write_built(shale_db *db, shale_batch *b, db_build_fn build, void *ctx)
 {
     db_log *log = NULL;
     uint64_t end = 0, snap;
-    int rc, found;
+    int rc, res;
     if (db->opts.read_only)
         return SHALE_EREADONLY;
     pthread_mutex_lock(&db->write_mu);
     ver_version *v = db_pin(db, &snap);
-    found = db_get_ikey(db, v, snap, ikey, iklen, old);
+    rc = res = build(db, v, snap, b, ctx);
     ver_unref(v);
-    rc = found;
-    if (found >= 0)
+    if (res >= 0 && b->count)
         rc = write_locked(db, b, db->opts.sync_writes ? &log : NULL, &end);
     pthread_mutex_unlock(&db->write_mu);
     RET(rc);
     RET(db_write_sync(db, log, end));
-    return found;
-}
-
-/* db_write_built -- build a batch with build() from a version pinned under
- * write_mu, then apply it before any other write: the read and the write are
- * one atomic step. */
-int db_write_built(shale_db *db, db_build_fn build, void *ctx)
-{
-    db_log *log = NULL;
-    uint64_t end = 0, snap;
-    shale_batch b = {0};
-    int rc;
-    if (db->opts.read_only)
-        return SHALE_EREADONLY;
-    pthread_mutex_lock(&db->write_mu);
-    ver_version *v = db_pin(db, &snap);
-    rc = build(db, v, snap, &b, ctx);
-    ver_unref(v);
-    if (rc >= 0 && b.count)
-        rc = write_locked(db, &b, db->opts.sync_writes ? &log : NULL, &end);
-    pthread_mutex_unlock(&db->write_mu);
-    free(b.buf);
-    RET(rc);
-    return db_write_sync(db, log, end);
+    return res;
 }
 
 int shale_flush(shale_db *db)
