@@ -97,10 +97,21 @@ typedef struct shale_options {
     size_t memtable_size;    /* bytes of memtable before it is written out;
                                 default 32 MiB; minimum 64 KiB; at most 1 GiB */
     uint32_t page_size;      /* power of two, 1 KiB..64 KiB; default 4096 */
-    int compression;         /* SHALE_COMPRESSION_*; default NONE.  Validated and
-                                recorded at creation, but this version still
-                                writes pages uncompressed whatever the value */
-    int compression_level;   /* codec level; 0 = the codec's default (unused yet) */
+    int compression;         /* SHALE_COMPRESSION_*; default NONE.  Chosen at
+                                creation and kept in the file: opening an
+                                existing database uses its codec whatever this
+                                says.  Leaves are then filled up to 16-64 KiB
+                                and stored compressed in as few pages as that
+                                takes (none saved at 64 KiB pages); keys and
+                                values too large for a leaf, and the log, are
+                                not compressed.  Decompressed leaves are kept
+                                in a cache of up to cache_size bytes. */
+    int compression_level;   /* 0 = the codec's default.  LZ4: -65537..-1 fast
+                                with acceleration -level, 1..12 high
+                                compression; ZSTD: ZSTD_minCLevel()..
+                                ZSTD_maxCLevel(); NONE: 0 only.  Applies to this
+                                open; a level outside the range of an existing
+                                database's codec means that codec's default */
     uint32_t level_factor;   /* size ratio between merge levels, 2..100; default 10 */
     uint32_t max_young_segments; /* young segments before they are merged, 2..64; default 6 */
 } shale_options;
@@ -255,6 +266,12 @@ typedef struct shale_stats {
     uint64_t write_stalls;     /* times a writer waited for a memtable write-out */
     uint64_t stall_micros;
     bool recovered;            /* the last open replayed a log after an unclean stop */
+    int compression;           /* the database's SHALE_COMPRESSION_* (fixed at creation) */
+    uint64_t leaves;           /* leaves of all segments */
+    uint64_t compressed_leaves; /* of them, stored as compressed runs */
+    uint64_t leaf_cache_hits;  /* compressed leaves found decompressed in the cache */
+    uint64_t leaf_cache_misses; /* ... and decompressed on a read */
+    uint64_t leaf_cache_bytes; /* decompressed leaves held now */
 } shale_stats;
 
 /* shale_stats_get -- fill *st.  Errors: SHALE_EINVAL. */

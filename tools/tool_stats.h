@@ -55,6 +55,11 @@ static const ts_row ts_rows[] = {
     {"cache misses", offsetof(shale_stats, cache_misses), TS_COUNT},
     {"write stalls", offsetof(shale_stats, write_stalls), TS_COUNT},
     {"stall time (us)", offsetof(shale_stats, stall_micros), TS_COUNT},
+    {"leaves", offsetof(shale_stats, leaves), TS_COUNT},
+    {"leaves compressed", offsetof(shale_stats, compressed_leaves), TS_COUNT},
+    {"leaf cache hits", offsetof(shale_stats, leaf_cache_hits), TS_COUNT},
+    {"leaf cache misses", offsetof(shale_stats, leaf_cache_misses), TS_COUNT},
+    {"leaf cache bytes", offsetof(shale_stats, leaf_cache_bytes), TS_BYTES},
 };
 
 /* The width of the label column: room for the longest label and its colon. */
@@ -111,6 +116,10 @@ static inline void ts_print(FILE *f, const char *indent, const shale_stats *st)
         ts_print_row(f, indent, &ts_rows[i], st);
     ts_label(f, indent, "recovered");
     fprintf(f, "%s\n", st->recovered ? "yes" : "no");
+    static const char *const codecs[] = {"none", "lz4", "zstd"};
+    ts_label(f, indent, "compression");
+    fprintf(f, "%s\n",
+            st->compression >= 0 && st->compression <= 2 ? codecs[st->compression] : "?");
     ts_label(f, indent, "write amplification");
     fprintf(f, "%.2f\n",
             ts_ratio(st->bytes_written_log + st->bytes_written_pages, st->bytes_written_user));

@@ -162,6 +162,8 @@ int shale_stats_get(shale_db *db, shale_stats *st)
         st->live_pages += bl_pages(&s->pages);
         st->entries += s->tree.entries;
         st->tombstones += s->tree.tombstones;
+        st->leaves += s->tree.leaves;
+        st->compressed_leaves += s->tree.compressed_leaves;
     }
     ver_unref(v);
     st->zombie_pages = st->file_pages > SP_FIRST_DATA_PAGE + st->live_pages + st->free_pages +
@@ -178,5 +180,11 @@ int shale_stats_get(shale_db *db, shale_stats *st)
     st->stall_micros = atomic_load(&db->st_stall_us);
     st->log_bytes = db_log_bytes(db);
     st->recovered = db->recovered;
+    st->compression = db->opts.compression;
+    node_cache_stats ns;
+    node_cache_stats_get(db->store.cache, &ns);
+    st->leaf_cache_hits = ns.hits;
+    st->leaf_cache_misses = ns.misses;
+    st->leaf_cache_bytes = ns.bytes;
     return SHALE_OK;
 }

@@ -140,7 +140,7 @@ static int write_mem(shale_db *db, const ver_mem *m, seg_segment **segp)
     uint64_t id, gen;
     mt_iter_init(&s.it, m->mt, UINT64_MAX);
     next_ids(db, &id, &gen);
-    int rc = seg_build(db->sp, id, gen, 0, &src, segp);
+    int rc = seg_build(&db->store, id, gen, 0, &src, segp);
     if (rc == SHALE_NOTFOUND) {
         *segp = NULL;
         rc = SHALE_OK;
@@ -258,7 +258,7 @@ static int merge_all(shale_db *db)
     size_t nmerge = v->nsegs;
     ERR(cur_open(v, UINT64_MAX, false, 0, nmerge, false, &s.c));
     next_ids(db, &id, &gen);
-    rc = seg_build(db->sp, id, gen, 0, &src, &seg);
+    rc = seg_build(&db->store, id, gen, 0, &src, &seg);
     if (rc == SHALE_NOTFOUND)
         rc = SHALE_OK;
     ERR(rc);

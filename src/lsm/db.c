@@ -40,7 +40,7 @@ static int validate_options(const shale_options *o)
         return SHALE_EINVAL;
     if (o->cache_size < (256u << 10))
         return SHALE_EINVAL;
-    if (o->compression < SHALE_COMPRESSION_NONE || o->compression > SHALE_COMPRESSION_ZSTD)
+    if (codec_check(o->compression, o->compression_level) < 0)
         return SHALE_EINVAL;
     if (o->level_factor < 2 || o->level_factor > 100)
         return SHALE_EINVAL;
@@ -244,6 +244,7 @@ static void db_free(shale_db *db)
         free(db->log);
     }
     sp_close(db->sp);
+    node_cache_close(db->store.cache);
     if (db->lock)
         db->env->unlock(db->lock);
     pthread_mutex_destroy(&db->write_mu);
@@ -321,7 +322,9 @@ static int open_space(shale_db *db, meta_body *m)
     };
     if (!data)
         return SHALE_ENOMEM;
+    ERR(node_cache_open(db->opts.cache_size, &db->store.cache));
     ERR(sp_open(&cfg, &db->sp, &body, &len, &created));
+    db->store.sp = db->sp;
     if (created || len == 0) {
         memset(m, 0, sizeof *m);
         m->log_no = 1;
@@ -330,8 +333,14 @@ static int open_space(shale_db *db, meta_body *m)
         m->level_factor = db->opts.level_factor;
         m->compression = (uint64_t)db->opts.compression;
     } else {
-        ERR(meta_decode(db->sp, body, len, m));
+        ERR(meta_decode(&db->store, body, len, m));
     }
+    /* Compression is the database's, fixed at creation like the page size. */
+    db->opts.compression = (int)m->compression;
+    if (codec_check(db->opts.compression, db->opts.compression_level) < 0)
+        db->opts.compression_level = 0;
+    db->store.codec = db->opts.compression;
+    db->store.level = db->opts.compression_level;
     db->opts.page_size = sp_page_size(db->sp);
     db->opts.level_factor = (uint32_t)m->level_factor;
 err:

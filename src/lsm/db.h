@@ -56,6 +56,7 @@ struct shale_db {
     shale_options opts;
     sp_lock *lock;
     sp_space *sp;
+    seg_store store; /* sp, the node cache, and the compression of new segments */
 
     pthread_mutex_t write_mu;
     db_log *log;

@@ -32,7 +32,7 @@ int meta_encode(const meta_body *m, uint8_t **buf, size_t *len)
     return SHALE_OK;
 }
 
-int meta_decode(sp_space *sp, const uint8_t *p, size_t len, meta_body *m)
+int meta_decode(const seg_store *st, const uint8_t *p, size_t len, meta_body *m)
 {
     int rc = SHALE_OK;
     const uint8_t *end = p + len;
@@ -51,13 +51,13 @@ int meta_decode(sp_space *sp, const uint8_t *p, size_t len, meta_body *m)
             return SHALE_ECORRUPT;
         p += n;
     }
-    if (nsegs > len)
+    if (nsegs > len || m->compression > CODEC_ZSTD)
         return SHALE_ECORRUPT;
     if (nsegs && !(m->segs = calloc(nsegs, sizeof *m->segs)))
         return SHALE_ENOMEM;
     for (; m->nsegs < nsegs; m->nsegs++) {
         size_t used;
-        ERR(seg_decode(sp, p, (size_t)(end - p), &used, &m->segs[m->nsegs]));
+        ERR(seg_decode(st, p, (size_t)(end - p), &used, &m->segs[m->nsegs]));
         p += used;
     }
     if (p != end)

@@ -19,7 +19,7 @@
 #include "segment.h"
 
 #define META_MAGIC 0x4d4c4853u
-#define META_VERSION 1u
+#define META_VERSION 2u
 
 typedef struct meta_body {
     uint64_t ckpt_seq;
@@ -36,7 +36,7 @@ typedef struct meta_body {
 int meta_encode(const meta_body *m, uint8_t **buf, size_t *len);
 /* meta_decode -- parse a body; segments are opened on sp (each with one
  * reference, owned by m->segs).  SHALE_ECORRUPT / SHALE_EFORMAT on bad input. */
-int meta_decode(sp_space *sp, const uint8_t *p, size_t len, meta_body *m);
+int meta_decode(const seg_store *st, const uint8_t *p, size_t len, meta_body *m);
 void meta_free_segs(meta_body *m); /* unref and free m->segs */
 
 #endif

@@ -29,8 +29,7 @@
 #include "segment.h"
 
 typedef struct seg_level {
-    sp_page *pg;
-    const uint8_t *data;
+    node_ref node;
     unsigned idx;
     unsigned count;
 } seg_level;
@@ -56,7 +55,7 @@ enum { EDGE_FIRST, EDGE_LAST };
 static void sc_reset(seg_cursor *c)
 {
     while (c->depth > 0)
-        sp_page_put(c->sp, c->path[--c->depth].pg);
+        node_unpin(c->sp, &c->path[--c->depth].node);
 }
 
 /* sc_top -- the deepest level on the path. */
@@ -68,7 +67,7 @@ static inline seg_level *sc_top(seg_cursor *c)
 /* sc_is_leaf -- whether a level's page is a leaf. */
 static inline bool sc_is_leaf(const seg_level *l)
 {
-    return sp_page_type(l->data) == SP_PT_LEAF;
+    return sp_page_type(l->node.data) == SP_PT_LEAF;
 }
 
 /* sc_push -- pin page pgno as the next level down (idx 0). */
@@ -79,9 +78,9 @@ static int sc_push(seg_cursor *c, uint64_t pgno)
     if (c->depth >= c->maxdepth)
         return SHALE_ECORRUPT; /* deeper than the tree: a cycle or garbage */
     l = &c->path[c->depth];
-    RET(seg_page_get(c->seg, pgno, &l->pg, &l->data));
+    RET(seg_node_pin(c->seg, pgno, &l->node));
     l->idx = 0;
-    l->count = sp_page_count(l->data);
+    l->count = sp_page_count(l->node.data);
     c->depth++;
     return SHALE_OK;
 }
@@ -92,7 +91,7 @@ static int sc_push_child(seg_cursor *c)
     seg_level *l = sc_top(c);
     node_child ch;
 
-    RET(node_parent_child(l->data, c->ps, l->idx, &ch));
+    RET(node_parent_child(l->node.data, l->node.size, l->idx, &ch));
     return sc_push(c, ch.pgno);
 }
 
@@ -115,7 +114,7 @@ static int sc_load(seg_cursor *c)
     node_entry *e = &c->e;
     size_t n;
 
-    RET(node_leaf_entry(l->data, c->ps, l->idx, e));
+    RET(node_leaf_entry(l->node.data, l->node.size, l->idx, e));
     c->vloaded = false;
     if (e->key.ovf_pgno != 0) {
         if (e->key.klen > NODE_MAX_KEY ||
@@ -152,7 +151,7 @@ static int sc_step(seg_cursor *c, int dir)
         l = sc_top(c);
         if (dir > 0 ? l->idx + 1 < l->count : l->idx > 0)
             break;
-        sp_page_put(c->sp, l->pg);
+        node_unpin(c->sp, &l->node);
         if (--c->depth == 0)
             return SHALE_NOTFOUND;
     }
@@ -191,7 +190,7 @@ static int sc_seek(seg_cursor *c, const void *key, size_t klen, bool ge)
     sc_reset(c);
     RET(sc_push(c, c->seg->tree.root));
     for (l = sc_top(c); !sc_is_leaf(l); l = sc_top(c)) {
-        RET(node_parent_search(c->sp, l->data, c->ps, key, klen, &idx));
+        RET(node_parent_search(c->sp, l->node.data, l->node.size, key, klen, &idx));
         if (idx == l->count) { /* key above this subtree's last key */
             if (ge && c->depth == 1)
                 return SHALE_NOTFOUND;
@@ -202,7 +201,7 @@ static int sc_seek(seg_cursor *c, const void *key, size_t klen, bool ge)
         l->idx = idx;
         RET(sc_push_child(c));
     }
-    RET(node_leaf_search(c->sp, l->data, c->ps, key, klen, &idx, &exact));
+    RET(node_leaf_search(c->sp, l->node.data, l->node.size, key, klen, &idx, &exact));
     if (ge) {
         if (idx < l->count) {
             l->idx = idx;

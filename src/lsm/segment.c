@@ -21,7 +21,8 @@
  *     that passed filter_check.
  *
  * Point reads (seg_get) are the read hot path: a range check, the filter
- * (one cache line), then one pinned page per level, searched in place, and
+ * (one cache line), then one pinned node per level (a page, or a compressed
+ * leaf's image from the node cache), searched in place, and
  * one copy of the value into the caller's buffer.  Nothing is allocated once
  * the buffer is large enough.  Each level is checked for its page type and
  * for belonging to the segment, and the descent is bounded by tree.height, so
@@ -39,20 +40,21 @@
 #include "filter.h"
 
 #define SEG_PW_HINT 256u /* pages loaned at a time while building */
-#define SEG_NFIELDS 12u  /* varints before the keys in a descriptor */
+#define SEG_NFIELDS 13u  /* varints before the keys in a descriptor */
 
 /* Pages a failed fs_retire could not hand back (see seg_unref). */
 static _Atomic uint64_t seg_lost;
 
 /* seg_alloc -- a zeroed segment with one reference. */
-static int seg_alloc(sp_space *sp, seg_segment **segp)
+static int seg_alloc(const seg_store *st, seg_segment **segp)
 {
     seg_segment *seg = calloc(1, sizeof *seg);
 
     if (seg == NULL)
         return SHALE_ENOMEM;
     bl_init(&seg->pages);
-    seg->sp = sp;
+    seg->sp = st->sp;
+    seg->cache = st->cache;
     atomic_init(&seg->refs, 1);
     atomic_init(&seg->retired, false);
     *segp = seg;
@@ -121,7 +123,7 @@ static void seg_release_pages(sp_space *sp, const sp_blocklist *bl)
 }
 
 /* seg_build -- write a new segment from src (see segment.h). */
-int seg_build(sp_space *sp, uint64_t id, uint64_t gen, uint32_t level, seg_source *src,
+int seg_build(const seg_store *st, uint64_t id, uint64_t gen, uint32_t level, seg_source *src,
               seg_segment **segp)
 {
     int rc = SHALE_OK;
@@ -133,14 +135,16 @@ int seg_build(sp_space *sp, uint64_t id, uint64_t gen, uint32_t level, seg_sourc
     size_t flen = 0;
 
     *segp = NULL;
-    if (sp == NULL || src == NULL || src->next == NULL)
+    if (st == NULL || st->sp == NULL || src == NULL || src->next == NULL)
         return SHALE_EINVAL;
-    ERR(seg_alloc(sp, &seg));
+    sp_space *sp = st->sp;
+    ERR(seg_alloc(st, &seg));
     seg->id = id;
     seg->gen = gen;
     seg->level = level;
     ERR(pw_open(sp, gen, SEG_PW_HINT, &pw));
     ERR(node_builder_open(pw, &nb));
+    ERR(node_builder_set_codec(nb, st->codec, st->level));
     ERR(seg_build_stream(seg, nb, &fb, src));
     if (fb.n == 0)
         ERR_SET(SHALE_NOTFOUND);
@@ -186,6 +190,7 @@ static void seg_fields_get(const seg_segment *seg, uint64_t f[SEG_NFIELDS])
     f[9] = seg->tree.overflow_pages;
     f[10] = seg->filter_pgno;
     f[11] = seg->filter_bytes;
+    f[12] = seg->tree.compressed_leaves;
 }
 
 /* seg_fields_set -- the inverse of seg_fields_get; checks ranges first. */
@@ -195,7 +200,7 @@ static int seg_fields_set(seg_segment *seg, const uint64_t f[SEG_NFIELDS])
         return SHALE_ECORRUPT;
     if (f[5] < 1 || f[6] > f[5] || f[7] < 1 || f[7] > f[5])
         return SHALE_ECORRUPT;
-    if ((f[10] == 0) != (f[11] == 0) || f[11] > SIZE_MAX)
+    if ((f[10] == 0) != (f[11] == 0) || f[11] > SIZE_MAX || f[12] > f[7])
         return SHALE_ECORRUPT;
     seg->id = f[0];
     seg->gen = f[1];
@@ -209,6 +214,7 @@ static int seg_fields_set(seg_segment *seg, const uint64_t f[SEG_NFIELDS])
     seg->tree.overflow_pages = f[9];
     seg->filter_pgno = f[10];
     seg->filter_bytes = f[11];
+    seg->tree.compressed_leaves = f[12];
     return SHALE_OK;
 }
 
@@ -315,7 +321,8 @@ static int seg_load_filter(seg_segment *seg)
 }
 
 /* seg_decode -- parse and check a descriptor, then load the filter. */
-int seg_decode(sp_space *sp, const uint8_t *p, size_t len, size_t *used, seg_segment **segp)
+int seg_decode(const seg_store *st, const uint8_t *p, size_t len, size_t *used,
+               seg_segment **segp)
 {
     int rc = SHALE_OK;
     const uint8_t *q = p, *end;
@@ -333,7 +340,7 @@ int seg_decode(sp_space *sp, const uint8_t *p, size_t len, size_t *used, seg_seg
             return SHALE_ECORRUPT;
         q += n;
     }
-    ERR(seg_alloc(sp, &seg));
+    ERR(seg_alloc(st, &seg));
     ERR(seg_fields_set(seg, f));
     ERR(seg_decode_key(&q, end, &seg->min_key, &seg->min_len));
     ERR(seg_decode_key(&q, end, &seg->max_key, &seg->max_len));
@@ -407,24 +414,16 @@ bool seg_owns(const seg_segment *seg, uint64_t first, uint64_t last)
     return lo > 0 && first <= last && last <= v[lo - 1].last;
 }
 
-/* seg_page_get -- pin a leaf or parent page of the segment's tree. */
-int seg_page_get(const seg_segment *seg, uint64_t pgno, sp_page **pgp, const uint8_t **datap)
+/* seg_node_pin -- pin a node of the segment's tree, checking it is the segment's. */
+int seg_node_pin(const seg_segment *seg, uint64_t pgno, node_ref *r)
 {
-    sp_page *pg;
-    const uint8_t *d;
-    uint8_t t;
-
     if (UNLIKELY(!seg_owns(seg, pgno, pgno)))
         return SHALE_ECORRUPT;
-    RET(sp_page_get(seg->sp, pgno, &pg));
-    d = sp_page_data(pg);
-    t = sp_page_type(d);
-    if (UNLIKELY((t != SP_PT_LEAF && t != SP_PT_PARENT) || sp_page_count(d) == 0)) {
-        sp_page_put(seg->sp, pg);
+    RET(node_pin(seg->sp, seg->cache, pgno, r));
+    if (UNLIKELY(r->pages > 1 && !seg_owns(seg, pgno, pgno + r->pages - 1))) {
+        node_unpin(seg->sp, r);
         return SHALE_ECORRUPT;
     }
-    *pgp = pg;
-    *datap = d;
     return SHALE_OK;
 }
 
@@ -445,29 +444,26 @@ bool seg_may_contain_hashed(const seg_segment *seg, const void *key, size_t klen
 
 /* seg_find_leaf -- pin the leaf whose range holds key; SHALE_NOTFOUND when
  * key is above the last key. */
-static int seg_find_leaf(const seg_segment *seg, const void *key, size_t klen, sp_page **pgp,
-                         const uint8_t **datap)
+static int seg_find_leaf(const seg_segment *seg, const void *key, size_t klen, node_ref *leaf)
 {
     sp_space *sp = seg->sp;
-    uint32_t ps = sp_page_size(sp);
     uint64_t pgno = seg->tree.root;
-    sp_page *pg;
-    const uint8_t *d;
+    node_ref r;
     node_child c;
     unsigned idx;
     int rc;
 
     for (uint32_t depth = 0; depth < seg->tree.height; depth++) {
-        RET(seg_page_get(seg, pgno, &pg, &d));
-        if (sp_page_type(d) == SP_PT_LEAF) {
-            *pgp = pg;
-            *datap = d;
+        RET(seg_node_pin(seg, pgno, &r));
+        if (sp_page_type(r.data) == SP_PT_LEAF) {
+            *leaf = r;
             return SHALE_OK;
         }
-        rc = node_parent_search(sp, d, ps, key, klen, &idx);
+        rc = node_parent_search(sp, r.data, r.size, key, klen, &idx);
         if (rc == SHALE_OK)
-            rc = idx < sp_page_count(d) ? node_parent_child(d, ps, idx, &c) : SHALE_NOTFOUND;
-        sp_page_put(sp, pg);
+            rc = idx < sp_page_count(r.data) ? node_parent_child(r.data, r.size, idx, &c)
+                                             : SHALE_NOTFOUND;
+        node_unpin(sp, &r);
         if (rc != SHALE_OK)
             return rc;
         pgno = c.pgno;
@@ -505,8 +501,7 @@ int seg_get_hashed(seg_segment *seg, const void *key, size_t klen, uint64_t h, u
     int rc = SHALE_OK;
     sp_space *sp = seg->sp;
     uint32_t ps = sp_page_size(sp);
-    sp_page *pg = NULL;
-    const uint8_t *d = NULL;
+    node_ref leaf = {0};
     node_entry e;
     unsigned idx;
     bool exact;
@@ -514,13 +509,13 @@ int seg_get_hashed(seg_segment *seg, const void *key, size_t klen, uint64_t h, u
 
     if (!seg_may_contain_hashed(seg, key, klen, h))
         return SHALE_NOTFOUND;
-    ERR(seg_find_leaf(seg, key, klen, &pg, &d));
+    ERR(seg_find_leaf(seg, key, klen, &leaf));
     if (rc == SHALE_NOTFOUND)
         goto err;
-    ERR(node_leaf_search(sp, d, ps, key, klen, &idx, &exact));
+    ERR(node_leaf_search(sp, leaf.data, leaf.size, key, klen, &idx, &exact));
     if (!exact)
         ERR_SET(SHALE_NOTFOUND);
-    ERR(node_leaf_entry(d, ps, idx, &e));
+    ERR(node_leaf_entry(leaf.data, leaf.size, idx, &e));
     if (e.kind == NODE_KIND_TOMBSTONE) {
         val->len = 0;
     } else if (e.val_ovf_pgno == 0) {
@@ -530,8 +525,7 @@ int seg_get_hashed(seg_segment *seg, const void *key, size_t klen, uint64_t h, u
         val->len = (size_t)e.vlen;
     } else {
         ovf = e.val_ovf_pgno;
-        sp_page_put(sp, pg); /* the value is read straight from its run */
-        pg = NULL;
+        node_unpin(sp, &leaf); /* the value is read straight from its run */
         if (e.vlen > SHALE_MAX_VALUE_SIZE ||
             !seg_owns(seg, ovf, ovf + pw_run_pages(ps, e.vlen) - 1))
             ERR_SET(SHALE_ECORRUPT);
@@ -541,6 +535,6 @@ int seg_get_hashed(seg_segment *seg, const void *key, size_t klen, uint64_t h, u
     }
     *kind = e.kind;
 err:
-    sp_page_put(sp, pg);
+    node_unpin(sp, &leaf);
     return rc;
 }

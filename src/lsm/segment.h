@@ -8,10 +8,14 @@
  * segment does not keep sequence numbers: it always holds the newest version
  * of each key among what it was built from.
  *
+ * Leaves may be compressed (cleaf.h): the store a segment is built with
+ * says how; a segment's readers take any mix of plain and compressed leaves.
+ *
  * Descriptor encoding (seg_encode / seg_decode; part of the header body):
  *   varint id | varint gen | varint level | varint root | varint height |
  *   varint entries | varint tombstones | varint leaves | varint parents |
  *   varint overflow_pages | varint filter_pgno | varint filter_bytes |
+ *   varint compressed_leaves (of leaves, those stored as compressed runs) |
  *   varint min key len | min key | varint max key len | max key |
  *   blocklist (blocklist.h encoding) of every page the segment owns
  *   (leaves, parents, overflow runs, filter run).
@@ -36,9 +40,19 @@
 #include <stdint.h>
 
 #include "shale.h"
+#include "../pagewriter/codec.h"
 #include "../pagewriter/node.h"
+#include "../pagewriter/nodecache.h"
 #include "../pagewriter/pagewriter.h"
 #include "../space/space.h"
+
+/* Where segments live and how new ones are written. */
+typedef struct seg_store {
+    sp_space *sp;
+    node_cache *cache; /* decompressed leaves for readers; NULL: none kept */
+    int codec;         /* leaves written: CODEC_* (codec.h) */
+    int level;         /* the codec's level (0: its default) */
+} seg_store;
 
 typedef struct seg_segment {
     uint64_t id;
@@ -52,6 +66,7 @@ typedef struct seg_segment {
     sp_blocklist pages;
     /* runtime */
     sp_space *sp;
+    node_cache *cache;
     uint8_t *filter; /* filter_bytes bytes, or NULL */
     atomic_int refs;
     atomic_bool retired;
@@ -69,14 +84,14 @@ typedef struct seg_source {
 /* seg_build -- write a new segment from src.  An empty source gives
  * SHALE_NOTFOUND and writes nothing.  On error every page written is given
  * back to space at once.  The new segment has one reference. */
-int seg_build(sp_space *sp, uint64_t id, uint64_t gen, uint32_t level, seg_source *src,
+int seg_build(const seg_store *st, uint64_t id, uint64_t gen, uint32_t level, seg_source *src,
               seg_segment **segp);
 
 /* seg_encode -- append the descriptor to *buf (realloc'd; *len and *cap updated). */
 int seg_encode(const seg_segment *seg, uint8_t **buf, size_t *len, size_t *cap);
 /* seg_decode -- parse a descriptor from [p, p+len); *used gets the bytes
  * consumed.  Loads the filter from sp.  The new segment has one reference. */
-int seg_decode(sp_space *sp, const uint8_t *p, size_t len, size_t *used, seg_segment **segp);
+int seg_decode(const seg_store *st, const uint8_t *p, size_t len, size_t *used, seg_segment **segp);
 
 void seg_ref(seg_segment *seg);
 void seg_unref(seg_segment *seg); /* NULL ok */
@@ -105,7 +120,7 @@ int seg_get_hashed(seg_segment *seg, const void *key, size_t klen, uint64_t h, u
  * the next move or close.  Moves return SHALE_OK (positioned), SHALE_NOTFOUND
  * (ran off an end; unpositioned) or an error (unpositioned).  next/prev of an
  * unpositioned cursor give SHALE_EINVAL.  seek_le finds the last key <= key.
- * A cursor pins one page per tree level (at most tree.height). */
+ * A cursor pins one node per tree level (at most tree.height). */
 typedef struct seg_cursor seg_cursor;
 int seg_cursor_open(seg_segment *seg, seg_cursor **cp); /* takes a reference */
 void seg_cursor_close(seg_cursor *c);                   /* NULL ok */
@@ -129,8 +144,8 @@ int seg_cursor_value(seg_cursor *c, const void **val, size_t *vlen);
 
 /* seg_owns -- whether every page of [first, last] belongs to the segment. */
 bool seg_owns(const seg_segment *seg, uint64_t first, uint64_t last);
-/* seg_page_get -- pin page pgno of the segment's tree and check that it is
- * the segment's and a leaf or parent page with entries; SHALE_ECORRUPT if not. */
-int seg_page_get(const seg_segment *seg, uint64_t pgno, sp_page **pgp, const uint8_t **datap);
+/* seg_node_pin -- pin node pgno of the segment's tree (node_pin) and check
+ * that all its pages are the segment's; SHALE_ECORRUPT if not. */
+int seg_node_pin(const seg_segment *seg, uint64_t pgno, node_ref *r);
 
 #endif

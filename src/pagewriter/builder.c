@@ -42,6 +42,15 @@
  * parent child is 3*10 + 1 + 3 + 2 + kimax + 10 + 2 = 176 bytes there, so a
  * parent page holds at least 5 children and the levels converge.
  *
+ * Compression (node_builder_set_codec).  Leaves then fill up to
+ * node_image_size(page_size) bytes.  Keys keep the page's inline limit, so
+ * parents and key runs are unchanged; values are inline up to a quarter of
+ * the image (node_val_inline_max(image size)), so values of a few KiB are
+ * compressed with their leaf instead of going to a raw overflow run.  The fit
+ * argument holds as for a page of the image's size.  A full leaf
+ * that still fits one page is written as a plain leaf page; a larger one
+ * becomes a compressed leaf run (cleaf.h) written in loan order.
+ *
  * Errors.  Argument errors (EINVAL, ETOOBIG) leave the builder unchanged.  Any
  * other failure is sticky; node_builder_abort then pw_abort give every page
  * back.
@@ -49,6 +58,8 @@
 #include "node.h"
 
 #include <stdlib.h>
+
+#include "cleaf.h"
 #include <string.h>
 
 #define B_MAX_LEVELS 48u /* > log5(2^64): fan-out is at least 5 */
@@ -85,6 +96,10 @@ typedef struct level {
 struct node_builder {
     pw_writer *pw;
     uint32_t ps, pl, kimax, vimax;
+    uint32_t lps, lpl; /* a leaf's largest size and payload: a page, or an image */
+    codec_ctx *codec;  /* NULL: leaves are single pages */
+    uint8_t *scratch;  /* compressed leaf output */
+    size_t scratch_cap;
     uint64_t gen;
     int err;       /* sticky */
     uint8_t *page; /* encoding buffer */
@@ -115,6 +130,8 @@ int node_builder_open(pw_writer *pw, node_builder **bp)
     b->pw = pw;
     b->ps = sp_page_size(pw_space(pw));
     b->pl = b->ps - SP_PAGE_HDR;
+    b->lps = b->ps;
+    b->lpl = b->pl;
     b->kimax = node_key_inline_max(b->ps);
     b->vimax = node_val_inline_max(b->ps);
     b->gen = pw_gen(pw);
@@ -142,7 +159,42 @@ void node_builder_abort(node_builder *b)
     free(b->arena);
     free(b->page);
     free(b->prev);
+    free(b->scratch);
+    codec_ctx_close(b->codec);
     free(b);
+}
+
+/* node_builder_set_codec -- compress leaves from now on (before any add). */
+int node_builder_set_codec(node_builder *b, int codec, int clevel)
+{
+    if (!b || b->info.entries > 0 || b->n > 0 || b->codec)
+        return SHALE_EINVAL;
+    RET(codec_check(codec, clevel));
+    if (codec == CODEC_NONE)
+        return SHALE_OK;
+    uint32_t lps = node_image_size(b->ps);
+    size_t cap = cleaf_scratch_size(codec, lps);
+    uint8_t *page = malloc(lps), *arena = malloc(lps + b->kimax), *scratch = malloc(cap);
+    codec_ctx *c = NULL;
+    int rc = page && arena && scratch ? codec_ctx_open(codec, clevel, &c) : SHALE_ENOMEM;
+    if (rc < 0) {
+        free(page);
+        free(arena);
+        free(scratch);
+        return rc;
+    }
+    free(b->page);
+    free(b->arena);
+    b->page = page;
+    b->arena = arena;
+    b->acap = lps + b->kimax;
+    b->scratch = scratch;
+    b->scratch_cap = cap;
+    b->codec = c;
+    b->lps = lps;
+    b->lpl = lps - SP_PAGE_HDR;
+    b->vimax = node_val_inline_max(lps);
+    return SHALE_OK;
 }
 
 /* grow -- make room for at least `want` elements of size sz in *v. */
@@ -297,14 +349,15 @@ static uint64_t leaf_fit(const node_builder *b, const stage_ent *e, const uint8_
     return leaf_size(b->n + 1, *plen, b->fixed + e->fixed, b->inl_sum + e->inl, *nlong);
 }
 
-/* leaf_encode -- encode the staged entries as leaf page pgno. */
-static void leaf_encode(node_builder *b, uint64_t pgno)
+/* leaf_encode -- encode the staged entries as a leaf (pgno left 0); returns
+ * its size, header included. */
+static uint32_t leaf_encode(node_builder *b)
 {
     uint8_t *pg = b->page;
     const uint8_t *first = b->arena + b->ents[0].koff;
     uint32_t P = b->plen;
 
-    sp_page_init(pg, b->ps, SP_PT_LEAF, pgno, b->gen);
+    sp_page_init(pg, b->lps, SP_PT_LEAF, 0, b->gen);
     sp_page_set_count(pg, (uint16_t)b->n);
     sp_page_set_aux(pg, P);
     uint8_t *pay = pg + SP_PAGE_HDR;
@@ -336,6 +389,23 @@ static void leaf_encode(node_builder *b, uint64_t pgno)
         }
     }
     sp_page_set_used(pg, (uint32_t)(q - pay));
+    return (uint32_t)(q - pg);
+}
+
+/* leaf_write -- write the encoded leaf as a page, or as a compressed leaf. */
+static int leaf_write(node_builder *b, uint32_t size, uint64_t *pgno)
+{
+    if (size <= b->ps) {
+        RET(pw_page_alloc(b->pw, pgno));
+        sp_page_set_pgno(b->page, *pgno);
+        return pw_page_write(b->pw, *pgno, b->page);
+    }
+    uint8_t shift = 0;
+    while ((1u << shift) < b->ps)
+        shift++;
+    sp_page_set_flags(b->page, shift);
+    b->info.compressed_leaves++;
+    return cleaf_write(b->pw, b->codec, b->page, size, b->scratch, b->scratch_cap, pgno);
 }
 
 /* leaf_flush -- write the staged leaf and push it into level 0. */
@@ -343,9 +413,7 @@ static int leaf_flush(node_builder *b)
 {
     uint64_t pgno;
 
-    RET(pw_page_alloc(b->pw, &pgno));
-    leaf_encode(b, pgno);
-    RET(pw_page_write(b->pw, pgno, b->page));
+    RET(leaf_write(b, leaf_encode(b), &pgno));
     const stage_ent *last = &b->ents[b->n - 1];
     stage_child c = {.pgno = pgno,
                      .entries = b->n,
@@ -369,13 +437,13 @@ static int leaf_add(node_builder *b, stage_ent *e, const uint8_t *key, const uin
     uint64_t nlong;
     uint64_t size = leaf_fit(b, e, key, &plen, &nlong);
 
-    if (size > b->pl && b->n > 0) {
+    if (size > b->lpl && b->n > 0) {
         RET(leaf_flush(b));
         size = leaf_fit(b, e, key, &plen, &nlong);
     }
     uint32_t kfrom = b->n ? plen : 0;
     uint64_t vbytes = e->vovf ? 0 : e->vlen;
-    if (size > b->pl || b->n >= UINT16_MAX || b->alen + (e->inl - kfrom) + vbytes > b->acap)
+    if (size > b->lpl || b->n >= UINT16_MAX || b->alen + (e->inl - kfrom) + vbytes > b->acap)
         return SHALE_EINVAL; /* cannot happen: see "Fit" above */
     e->kfrom = kfrom;
     e->koff = b->alen;

@@ -30,6 +30,13 @@
  *   full key in the overflow run -- the same run the leaf entry points to.
  * Varints are LEB128 (common.h); page numbers are >= SP_FIRST_DATA_PAGE.
  *
+ * Leaf images.  A compressed leaf (cleaf.h) decompresses to a leaf of up to
+ * NODE_IMAGE_MAX bytes in the same format, whose header flags hold log2 of
+ * the file's page size (0 in a leaf stored as one page): the inline limits
+ * stay those of the page size, so parents and overflow runs are the same
+ * whatever a leaf's form.  The accessors take the image's size as page_size;
+ * every bound is checked against it, the flags only choose the inline limit.
+ *
  * Every accessor re-validates the header (type, used, P + 2n <= used) and
  * bounds-checks every offset, varint and length it touches against the end
  * of the used payload, so arbitrary bytes give SHALE_ECORRUPT, never a read
@@ -84,15 +91,31 @@ static inline bool vi_get(const uint8_t **p, const uint8_t *end, uint64_t *v)
     return n != 0;
 }
 
+/* view_kimax -- the inline key limit of a page of ps bytes: the page's own
+ * size, or for a leaf image the page size its flags name. */
+static int view_kimax(const uint8_t *page, uint32_t ps, uint8_t type, uint32_t *kimax)
+{
+    uint8_t shift = sp_page_flags(page);
+    if (shift == 0) {
+        *kimax = node_key_inline_max(ps);
+        return SHALE_OK;
+    }
+    if (type != SP_PT_LEAF || shift < NODE_PAGE_SHIFT_MIN || shift > NODE_PAGE_SHIFT_MAX ||
+        (1u << shift) >= ps)
+        return SHALE_ECORRUPT;
+    *kimax = node_key_inline_max(1u << shift);
+    return SHALE_OK;
+}
+
 /* view_init -- validate the header of a page of `type` and describe it. */
 static int view_init(const uint8_t *page, uint32_t ps, uint8_t type, node_view *v)
 {
-    if (!page || ps < SP_MIN_PAGE_SIZE || ps > SP_MAX_PAGE_SIZE)
+    if (!page || ps < SP_MIN_PAGE_SIZE || ps > NODE_IMAGE_MAX)
         return SHALE_EINVAL;
     uint32_t used = sp_page_used(page);
     uint32_t plen = type == SP_PT_LEAF ? sp_page_aux(page) : 0;
-    v->kimax = node_key_inline_max(ps);
     v->count = sp_page_count(page);
+    RET(view_kimax(page, ps, type, &v->kimax));
     if (sp_page_type(page) != type || used > ps - SP_PAGE_HDR || plen > v->kimax ||
         (uint64_t)plen + 2u * v->count > used)
         return SHALE_ECORRUPT;

@@ -6,10 +6,12 @@
  * node_key_inline_max(page_size) is stored in an overflow run (the full key),
  * with its first node_key_inline_max bytes kept inline so that most
  * comparisons never read the run.  A value longer than
- * node_val_inline_max(page_size) lives in an overflow run; the entry holds its
- * page and length.
+ * node_val_inline_max(page_size) lives in an overflow run (with compression,
+ * node_val_inline_max of the leaf image size: see builder.c); the entry holds
+ * its page and length.
  *
- * Leaf page (type SP_PT_LEAF; count = entries; aux = prefix length P):
+ * Leaf page (type SP_PT_LEAF; count = entries; aux = prefix length P;
+ *   flags = 0, or in a decompressed leaf image log2 of the page size):
  *   payload: [P bytes: prefix shared by every entry's inline key bytes]
  *            [count x u16: offset of each entry from the page start, ascending keys]
  *            [entries, stored in slot order at ascending, non-overlapping offsets]
@@ -55,6 +57,18 @@ enum node_kind {
  * 4-byte tree id in front), so the limit leaves room above the public one. */
 #define NODE_MAX_KEY (SHALE_MAX_KEY_SIZE + 64u)
 
+/* Leaf images (node.c, cleaf.h): a compressed leaf holds a leaf of up to
+ * node_image_size(page_size) bytes; slot offsets are u16, hence the cap. */
+#define NODE_IMAGE_MAX 65536u
+#define NODE_IMAGE_MIN (16u * 1024u)
+#define NODE_PAGE_SHIFT_MIN 10 /* log2 of SP_MIN_PAGE_SIZE */
+#define NODE_PAGE_SHIFT_MAX 16 /* log2 of SP_MAX_PAGE_SIZE */
+static inline uint32_t node_image_size(uint32_t page_size)
+{
+    uint32_t n = page_size * 4 > NODE_IMAGE_MIN ? page_size * 4 : NODE_IMAGE_MIN;
+    return n < NODE_IMAGE_MAX ? n : NODE_IMAGE_MAX;
+}
+
 static inline uint32_t node_key_inline_max(uint32_t page_size) { return page_size / 8; }
 static inline uint32_t node_val_inline_max(uint32_t page_size) { return page_size / 4; }
 
@@ -86,7 +100,8 @@ typedef struct node_child {
 
 /* Decoding: pages are verified by space (crc); these check structure and
  * return SHALE_ECORRUPT for anything out of bounds (SHALE_EINVAL for a bad
- * page_size or an index >= count).  The accessors and searches check only
+ * page_size or an index >= count).  For a leaf, page_size is the size of
+ * the buffer holding it: the page size, or a decompressed image's size.  The accessors and searches check only
  * what they touch; node_*_check decode everything and also verify the key
  * order (from inline bytes: two overflowed keys whose inline bytes tie are
  * not compared). */
@@ -125,9 +140,16 @@ typedef struct node_tree_info {
     uint64_t leaves;
     uint64_t parents;
     uint64_t overflow_pages;
+    uint64_t compressed_leaves; /* of `leaves`, those written as compressed runs */
 } node_tree_info;
 
 int node_builder_open(pw_writer *pw, node_builder **bp);
+/* node_builder_set_codec -- write leaves compressed with codec (CODEC_*,
+ * codec.h) at level: leaves then fill up to node_image_size(page_size), and
+ * those larger than a page become compressed leaf runs (cleaf.h).  Call
+ * before the first add.  Errors: SHALE_EINVAL (bad codec or level, entries
+ * already added), SHALE_ENOMEM. */
+int node_builder_set_codec(node_builder *b, int codec, int level);
 /* node_builder_add -- append an entry; keys must be strictly increasing.
  * val is ignored for tombstones.  Errors: SHALE_EINVAL (out of order),
  * SHALE_ETOOBIG, I/O errors. */

@@ -20,7 +20,8 @@
  * and at pw_flush/pw_finish.  A failed write poisons the writer (every later
  * call returns the error); the caller then aborts.
  *
- * Run format (types SP_PT_OVERFLOW and SP_PT_FILTER), npages consecutive pages:
+ * Run format (types SP_PT_OVERFLOW, SP_PT_FILTER, SP_PT_CLEAF), npages
+ * consecutive pages:
  *   every page  the page.h header: type, gen = the writer's gen, count 0,
  *               aux = index of the page in the run (0..npages-1),
  *               used = payload bytes in use, crc over the page;
@@ -204,11 +205,47 @@ static void run_fill(const pw_writer *pw, uint8_t *page, uint8_t type, uint64_t 
     sp_page_seal(page, ps);
 }
 
+/* run_type_ok -- the page types written as runs. */
+static bool run_type_ok(uint8_t type)
+{
+    return type == SP_PT_OVERFLOW || type == SP_PT_FILTER || type == SP_PT_CLEAF;
+}
+
+/* pw_run_append -- a short run from the current loan, through the page batch. */
+int pw_run_append(pw_writer *pw, uint8_t type, const void *data, size_t len, uint64_t *pgno)
+{
+    if (!pw || !pgno || pw->finished || (!data && len) || !run_type_ok(type))
+        return SHALE_EINVAL;
+    if (pw->err)
+        return pw->err;
+    uint64_t n = pw_run_pages(pw->page_size, len);
+    if (n > pw->hint)
+        return pw_run_write(pw, type, data, len, pgno);
+    if (!pw->runbuf) {
+        pw->runbuf = malloc((size_t)pw->batch_max * pw->page_size);
+        if (!pw->runbuf)
+            return SHALE_ENOMEM;
+    }
+    if (pw->end - pw->next < n) {
+        sp_block blk;
+        RET(pw_loan(pw, pw->hint, &blk));
+        pw->next = blk.first;
+        pw->end = blk.last + 1;
+    }
+    uint64_t first = pw->next;
+    pw->next += n;
+    for (uint64_t k = 0; k < n; k++) {
+        run_fill(pw, pw->runbuf, type, first, k, data, len);
+        RET(pw_page_write(pw, first + k, pw->runbuf));
+    }
+    *pgno = first;
+    return SHALE_OK;
+}
+
 /* pw_run_write -- write data as a run in a loan of exactly its size. */
 int pw_run_write(pw_writer *pw, uint8_t type, const void *data, size_t len, uint64_t *pgno)
 {
-    if (!pw || !pgno || pw->finished || (!data && len) ||
-        (type != SP_PT_OVERFLOW && type != SP_PT_FILTER))
+    if (!pw || !pgno || pw->finished || (!data && len) || !run_type_ok(type))
         return SHALE_EINVAL;
     if (pw->err)
         return pw->err;

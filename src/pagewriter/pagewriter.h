@@ -9,7 +9,7 @@
  * at once (it was never published) and hands back the blocklist of every page
  * written; pw_abort returns all of it.
  *
- * Run format (SP_PT_OVERFLOW, SP_PT_FILTER): npages consecutive pages, each a
+ * Run format (SP_PT_OVERFLOW, SP_PT_FILTER, SP_PT_CLEAF): npages consecutive pages, each a
  * normal page (page.h header, its own crc, aux = index in the run), payload
  * page_size - SP_PAGE_HDR bytes each; the first page's payload starts with the
  * u64 total length of the data.  So a run of len bytes takes
@@ -41,6 +41,12 @@ int pw_page_write(pw_writer *pw, uint64_t pgno, uint8_t *page);
  * returns its first page. */
 int pw_run_write(pw_writer *pw, uint8_t type, const void *data, size_t len, uint64_t *pgno);
 uint64_t pw_run_pages(uint32_t page_size, uint64_t len);
+/* pw_run_append -- write data as a short run of any run type (SP_PT_CLEAF
+ * among them) in loan order, batched with the pages around it: it takes the
+ * next pages of the current loan, or starts a new loan when they are too few
+ * (the old loan's rest goes back at pw_finish).  A run longer than the loan
+ * hint goes to pw_run_write.  Returns its first page. */
+int pw_run_append(pw_writer *pw, uint8_t type, const void *data, size_t len, uint64_t *pgno);
 /* pw_run_read -- read and verify a whole run into *buf (malloc'd, *len bytes),
  * expecting `type`.  Errors: SHALE_ECORRUPT, SHALE_EIO, SHALE_ENOMEM. */
 int pw_run_read(sp_space *sp, uint64_t pgno, uint8_t type, void **buf, size_t *len);

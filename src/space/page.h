@@ -32,6 +32,7 @@ enum sp_page_type {
     SP_PT_OVERFLOW = 3, /* a run: large value or key */
     SP_PT_FILTER = 4,   /* a run: a segment's filter */
     SP_PT_META = 5,     /* a run: a header body spilled out of its slot */
+    SP_PT_CLEAF = 6,    /* a run: a compressed leaf (pagewriter/cleaf.h) */
 };
 
 static inline uint8_t sp_page_type(const uint8_t *p) { return p[4]; }
@@ -48,6 +49,7 @@ static inline void sp_page_set_count(uint8_t *p, uint16_t n) { put_u16(p + 6, n)
 static inline void sp_page_set_used(uint8_t *p, uint32_t n) { put_u32(p + 24, n); }
 static inline void sp_page_set_aux(uint8_t *p, uint32_t n) { put_u32(p + 28, n); }
 static inline void sp_page_set_flags(uint8_t *p, uint8_t f) { p[5] = f; }
+static inline void sp_page_set_pgno(uint8_t *p, uint64_t pgno) { put_u64(p + 8, pgno); }
 
 /* sp_page_seal -- compute and store the crc; call after the last change. */
 void sp_page_seal(uint8_t *page, uint32_t page_size);

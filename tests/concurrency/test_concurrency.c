@@ -434,18 +434,30 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-Test(concurrency, readers_never_see_torn_or_stale_values_while_writers_write, .timeout = 600)
+/* run -- the test on a database created with `compression`, for secs seconds. */
+static void run(int compression, double secs, uint64_t salt)
 {
     char dir[256];
-    uint64_t seed = tu_seed();
+    uint64_t seed = tu_seed() + salt;
     shale_options o;
     pthread_t wt[2], rt[2];
     static wctx w[2];
     uint64_t rseed[2];
-    double secs = 3.0 * tu_scale();
 
+    for (unsigned k = 0; k < NKEYS; k++) { /* a fresh start for each run */
+        atomic_store(&started[k], 0);
+        atomic_store(&completed[k], 0);
+    }
+    atomic_store(&stop, false);
+    atomic_store(&failed, false);
+    atomic_store(&n_writes, 0);
+    atomic_store(&n_gets, 0);
+    atomic_store(&n_scans, 0);
+    atomic_store(&n_scanned, 0);
+    atomic_store(&n_seeks, 0);
     cr_assert_eq(tu_tmpdir(dir, sizeof dir), 0);
     shale_options_default(&o);
+    o.compression = compression;
     o.memtable_size = 96u << 10;
     o.page_size = 1024;
     o.max_young_segments = 2;
@@ -453,7 +465,8 @@ Test(concurrency, readers_never_see_torn_or_stale_values_while_writers_write, .t
     o.flush_every_ms = 20;
     cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
     cr_assert_eq(shale_open_tree(db, "c", &tree), SHALE_OK);
-    fprintf(stderr, "concurrency: seed %" PRIu64 ", %.1f s\n", seed, secs);
+    fprintf(stderr, "concurrency: seed %" PRIu64 ", %.1f s, compression %d\n", seed, secs,
+            compression);
 
     for (int i = 0; i < 2; i++) {
         memset(&w[i], 0, sizeof w[i]);
@@ -485,6 +498,11 @@ Test(concurrency, readers_never_see_torn_or_stale_values_while_writers_write, .t
             " merges, %" PRIu64 " segments\n",
             (uint64_t)n_writes, (uint64_t)n_gets, (uint64_t)n_scans, (uint64_t)n_scanned,
             (uint64_t)n_seeks, st.flushes, st.merges, st.segments);
+    fprintf(stderr, "concurrency: %" PRIu64 " leaves, %" PRIu64 " compressed; leaf cache %" PRIu64
+            " hits, %" PRIu64 " misses\n",
+            st.leaves, st.compressed_leaves, st.leaf_cache_hits, st.leaf_cache_misses);
+    if (compression != SHALE_COMPRESSION_NONE)
+        cr_assert_gt(st.leaf_cache_hits + st.leaf_cache_misses, 0, "reads went through the cache");
     cr_assert_eq(shale_close(db), SHALE_OK);
 
     /* Every key holds exactly its last completed version after a reopen. */
@@ -509,4 +527,15 @@ Test(concurrency, readers_never_see_torn_or_stale_values_while_writers_write, .t
     shale_buf_free(&b);
     cr_assert_eq(shale_close(db), SHALE_OK);
     tu_rmrf(dir);
+}
+
+Test(concurrency, readers_never_see_torn_or_stale_values_while_writers_write, .timeout = 600)
+{
+    run(SHALE_COMPRESSION_NONE, 3.0 * tu_scale(), 0);
+}
+
+/* The same with compressed leaves: readers share decompressed leaves. */
+Test(concurrency, the_same_with_compressed_leaves, .timeout = 600)
+{
+    run(SHALE_COMPRESSION_LZ4, 2.0 * tu_scale(), 1);
 }

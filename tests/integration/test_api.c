@@ -194,6 +194,10 @@ Test(api, bad_options_are_einval)
         {"cache 100 KiB", 2, 100 << 10},
         {"compression 7", 3, 7},
         {"compression -1", 3, (uint64_t)-1},
+        {"none at level 1", 6, (uint64_t)SHALE_COMPRESSION_NONE << 32 | 1},
+        {"lz4 at level 13", 6, (uint64_t)SHALE_COMPRESSION_LZ4 << 32 | 13},
+        {"lz4 at level -65538", 6, (uint64_t)SHALE_COMPRESSION_LZ4 << 32 | (uint32_t)-65538},
+        {"zstd at level 23", 6, (uint64_t)SHALE_COMPRESSION_ZSTD << 32 | 23},
         {"level_factor 1", 4, 1},
         {"level_factor 101", 4, 101},
         {"max_young 1", 5, 1},
@@ -219,6 +223,10 @@ Test(api, bad_options_are_einval)
         case 4:
             o.level_factor = (uint32_t)bad[i].value;
             break;
+        case 6:
+            o.compression = (int)(bad[i].value >> 32);
+            o.compression_level = (int)(uint32_t)bad[i].value;
+            break;
         default:
             o.max_young_segments = (uint32_t)bad[i].value;
             break;
@@ -235,8 +243,103 @@ Test(api, bad_options_are_einval)
     o.cache_size = 256 << 10;
     o.level_factor = 2;
     o.max_young_segments = 2;
+    o.compression = SHALE_COMPRESSION_ZSTD;
+    o.compression_level = 22;
     shale_db *db = open_ok(&o);
     cr_assert_eq(shale_close(db), SHALE_OK);
+}
+
+/* text_value -- a compressible value for key i (about 200 bytes). */
+static size_t text_value(unsigned i, char *buf)
+{
+    static const char rest[] = "\"tags\": [\"alpha\", \"beta\", \"gamma\", \"delta\"], "
+                               "\"bio\": \"nothing much to say here, nothing at all\"}";
+    int n = snprintf(buf, 64, "{\"id\": %u, \"name\": \"user-%u\", ", i, i % 977);
+    memcpy(buf + n, rest, sizeof rest - 1);
+    return (size_t)n + sizeof rest - 1;
+}
+
+/* load_text -- n keys with text values from `from` on. */
+static void load_text(shale_db *db, unsigned from, unsigned n)
+{
+    shale_tree *t;
+    char k[32], v[200];
+    cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
+    for (unsigned i = from; i < from + n; i++) {
+        int kl = snprintf(k, sizeof k, "doc/%08u", i);
+        cr_assert_eq(shale_insert(t, k, (size_t)kl, v, text_value(i, v), NULL), SHALE_OK);
+    }
+}
+
+/* reopen_stats -- close db (which writes every memtable out), open path
+ * again with o and read the stats. */
+static shale_db *reopen_stats(shale_db *db, const char *path, const shale_options *o,
+                              shale_stats *st)
+{
+    cr_assert_eq(shale_close(db), SHALE_OK);
+    cr_assert_eq(shale_open(path, o, &db), SHALE_OK);
+    cr_assert_eq(shale_stats_get(db, st), SHALE_OK);
+    return db;
+}
+
+/* check_text -- every key of [0, n) reads back its value. */
+static void check_text(shale_db *db, unsigned n)
+{
+    shale_tree *t;
+    shale_buf b = SHALE_BUF_INIT;
+    char k[32], v[200];
+    cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
+    for (unsigned i = 0; i < n; i++) {
+        int kl = snprintf(k, sizeof k, "doc/%08u", i);
+        size_t vl = text_value(i, v);
+        cr_assert_eq(shale_get(t, k, (size_t)kl, &b), SHALE_OK, "key %u", i);
+        cr_assert(b.len == vl && memcmp(b.data, v, vl) == 0, "key %u", i);
+    }
+    shale_buf_free(&b);
+}
+
+Test(api, compression_shrinks_the_file_and_is_kept_by_the_database)
+{
+    char plain[300], packed[300];
+    shale_options o, d;
+    shale_db *db;
+    shale_stats st;
+    snprintf(plain, sizeof plain, "%s/plain", dir);
+    snprintf(packed, sizeof packed, "%s/packed", dir);
+    shale_options_default(&o);
+    o.flush_every_ms = 0;
+    cr_assert_eq(shale_open(plain, &o, &db), SHALE_OK);
+    load_text(db, 0, 20000);
+    db = reopen_stats(db, plain, &o, &st);
+    uint64_t plain_pages = st.live_pages;
+    cr_assert_eq(st.compression, SHALE_COMPRESSION_NONE);
+    cr_assert_eq(st.compressed_leaves, 0);
+    cr_assert_gt(st.leaves, 0);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+
+    shale_options_default(&d); /* reopened with the defaults, a database keeps its codec */
+    d.flush_every_ms = 0;
+    for (int codec = SHALE_COMPRESSION_LZ4; codec <= SHALE_COMPRESSION_ZSTD; codec++) {
+        tu_rmrf(packed);
+        o.compression = codec;
+        cr_assert_eq(shale_open(packed, &o, &db), SHALE_OK);
+        load_text(db, 0, 20000);
+        db = reopen_stats(db, packed, &d, &st);
+        cr_assert_lt(st.live_pages * 3, plain_pages, "codec %d: %llu pages, %llu plain", codec,
+                     (unsigned long long)st.live_pages, (unsigned long long)plain_pages);
+        cr_assert_eq(st.compression, codec);
+        cr_assert_gt(st.compressed_leaves, 0);
+        uint64_t before = st.compressed_leaves;
+        check_text(db, 20000);
+        cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+        cr_assert_gt(st.leaf_cache_hits, st.leaf_cache_misses, "reads hit decompressed leaves");
+        load_text(db, 20000, 5000);
+        db = reopen_stats(db, packed, &d, &st);
+        cr_assert_eq(st.compression, codec);
+        cr_assert_gt(st.compressed_leaves, before, "new segments are compressed too");
+        check_text(db, 25000);
+        cr_assert_eq(shale_close(db), SHALE_OK);
+    }
 }
 
 Test(api, missing_database_without_create_is_enoent)

@@ -589,7 +589,11 @@ static void op_reopen(ctx *c)
     c->db = NULL;
     c->opts.memtable_size = (size_t)(128 + 64 * tu_rng_range(&c->rng, 3)) << 10;
     c->opts.max_young_segments = 2 + (uint32_t)tu_rng_range(&c->rng, 2);
+    /* whatever the option says, the database keeps the codec it was made with */
+    int kept = c->opts.compression;
+    c->opts.compression = (int)tu_rng_range(&c->rng, 3);
     open_db(c);
+    c->opts.compression = kept;
     /* Everything must have survived: a full compare of one tree. */
     shale_iter *it;
     int t = (int)tu_rng_range(&c->rng, NTREES);
@@ -599,11 +603,13 @@ static void op_reopen(ctx *c)
     shale_iter_close(it);
 }
 
-Test(model, random_operations_match_an_ordered_map, .timeout = 1200)
+/* run_model -- about base_ops random operations (scaled) on a database
+ * created with `compression`, compared with the model throughout. */
+static void run_model(int compression, uint64_t base_ops, uint64_t salt)
 {
     ctx *c = calloc(1, sizeof *c);
     cr_assert_not_null(c);
-    c->seed = tu_seed();
+    c->seed = tu_seed() + salt;
     tu_rng_seed(&c->rng, c->seed ^ 0x30de1);
     for (size_t i = 0; i < sizeof prefix_bytes; i++)
         prefix_bytes[i] = (uint8_t)("shared-prefix/"[i % 14] + i / 14 % 3);
@@ -618,11 +624,13 @@ Test(model, random_operations_match_an_ordered_map, .timeout = 1200)
     c->opts.max_young_segments = 2;
     c->opts.cache_size = 8u << 20;
     c->opts.flush_every_ms = 0;
+    c->opts.compression = compression;
     open_db(c);
 
-    uint64_t nops = tu_scaled(200000);
-    fprintf(stderr, "model: seed %llu, %llu operations, page size %u\n",
-            (unsigned long long)c->seed, (unsigned long long)nops, c->opts.page_size);
+    uint64_t nops = tu_scaled(base_ops);
+    fprintf(stderr, "model: seed %llu, %llu operations, page size %u, compression %d\n",
+            (unsigned long long)c->seed, (unsigned long long)nops, c->opts.page_size,
+            compression);
     for (c->op = 0; c->op < nops; c->op++) {
         int t = (int)tu_rng_range(&c->rng, NTREES);
         uint64_t r = tu_rng_range(&c->rng, 10000);
@@ -674,7 +682,7 @@ Test(model, random_operations_match_an_ordered_map, .timeout = 1200)
         stderr,
         "model: done; keys %zu + %zu; ops: ins %llu ins_old %llu rm %llu rm_old %llu get %llu "
         "batch %llu scan %llu seek %llu snap %llu flush %llu reopen %llu drop %llu; segments %llu, "
-        "flushes %llu, merges %llu\n",
+        "flushes %llu, merges %llu, leaves %llu (%llu compressed)\n",
         c->m[0].n, c->m[1].n, (unsigned long long)c->stats[0], (unsigned long long)c->stats[1],
         (unsigned long long)c->stats[2], (unsigned long long)c->stats[3],
         (unsigned long long)c->stats[4], (unsigned long long)c->stats[5],
@@ -682,7 +690,10 @@ Test(model, random_operations_match_an_ordered_map, .timeout = 1200)
         (unsigned long long)c->stats[8], (unsigned long long)c->stats[9],
         (unsigned long long)c->stats[11], (unsigned long long)c->stats[12],
         (unsigned long long)st.segments, (unsigned long long)st.flushes,
-        (unsigned long long)st.merges);
+        (unsigned long long)st.merges, (unsigned long long)st.leaves,
+        (unsigned long long)st.compressed_leaves);
+    if (compression != SHALE_COMPRESSION_NONE && st.leaves > 0)
+        cr_assert_gt(st.compressed_leaves, 0);
     cr_assert_eq(shale_close(c->db), SHALE_OK);
     for (int t = 0; t < NTREES; t++)
         m_free(&c->m[t]);
@@ -693,4 +704,19 @@ Test(model, random_operations_match_an_ordered_map, .timeout = 1200)
     free(c->vbuf);
     tu_rmrf(c->dir);
     free(c);
+}
+
+Test(model, random_operations_match_an_ordered_map, .timeout = 1200)
+{
+    run_model(SHALE_COMPRESSION_NONE, 200000, 0);
+}
+
+Test(model, the_same_with_lz4_leaves, .timeout = 1200)
+{
+    run_model(SHALE_COMPRESSION_LZ4, 60000, 1);
+}
+
+Test(model, the_same_with_zstd_leaves, .timeout = 1200)
+{
+    run_model(SHALE_COMPRESSION_ZSTD, 60000, 2);
 }

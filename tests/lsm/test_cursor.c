@@ -99,7 +99,7 @@ static ver_version *build_version(uint64_t seed)
     for (int s = 2; s < 4; s++) {
         arr_src a = {.s = s};
         seg_source src = {arr_next, &a};
-        int rc = seg_build(sp, (uint64_t)s, (uint64_t)s, 0, &src, &segs[s - 2]);
+        int rc = seg_build(&(seg_store){.sp = sp}, (uint64_t)s, (uint64_t)s, 0, &src, &segs[s - 2]);
         cr_assert_eq(rc, SHALE_OK, "seg_build: %d", rc);
     }
     ver_version *v;

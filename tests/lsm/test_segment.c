@@ -214,6 +214,7 @@ typedef struct tspace {
     char path[96];
     sp_space *sp;
     uint32_t ps;
+    seg_store st; /* sp, a node cache, and the codec segments are built with */
 } tspace;
 
 /* ts_reopen -- open the page file; *meta gets the checkpoint body if asked. */
@@ -230,6 +231,9 @@ static void ts_reopen(tspace *t, void **meta, size_t *metalen)
     size_t ml = 0;
 
     cr_assert_eq(sp_open(&cfg, &t->sp, &mt, &ml, &created), SHALE_OK);
+    t->st.sp = t->sp;
+    node_cache_close(t->st.cache); /* images of the file as it was */
+    cr_assert_eq(node_cache_open(1u << 20, &t->st.cache), SHALE_OK);
     if (meta) {
         *meta = mt;
         *metalen = ml;
@@ -238,9 +242,12 @@ static void ts_reopen(tspace *t, void **meta, size_t *metalen)
     }
 }
 
-/* ts_open -- a fresh page file of page size ps in a new temp directory. */
-static void ts_open(tspace *t, uint32_t ps)
+/* ts_open_codec -- a fresh page file of page size ps in a new temp
+ * directory, its segments written with codec through a small node cache. */
+static void ts_open_codec(tspace *t, uint32_t ps, int codec)
 {
+    memset(&t->st, 0, sizeof t->st);
+    t->st.codec = codec;
     strcpy(t->dir, "/tmp/shale_seg_XXXXXX");
     cr_assert_not_null(mkdtemp(t->dir));
     snprintf(t->path, sizeof t->path, "%s/data", t->dir);
@@ -248,10 +255,17 @@ static void ts_open(tspace *t, uint32_t ps)
     ts_reopen(t, NULL, NULL);
 }
 
+/* ts_open -- the same, uncompressed. */
+static void ts_open(tspace *t, uint32_t ps)
+{
+    ts_open_codec(t, ps, CODEC_NONE);
+}
+
 /* ts_close -- close and delete the page file and its directory. */
 static void ts_close(tspace *t)
 {
     sp_close(t->sp);
+    node_cache_close(t->st.cache);
     unlink(t->path);
     rmdir(t->dir);
 }
@@ -273,7 +287,7 @@ static seg_segment *build(tspace *t, const model *m)
     seg_source src = {src_next, &s};
     seg_segment *seg = NULL;
 
-    cr_assert_eq(seg_build(t->sp, 7, 42, 1, &src, &seg), SHALE_OK);
+    cr_assert_eq(seg_build(&t->st, 7, 42, 1, &src, &seg), SHALE_OK);
     cr_assert_not_null(seg);
     return seg;
 }
@@ -452,9 +466,9 @@ static seg_segment *roundtrip(tspace *t, const seg_segment *seg)
     cr_assert_eq(seg_encode(seg, &buf, &len, &cap), SHALE_OK); /* appends */
     cr_assert_eq(len, 2 * first);
     cr_assert_eq(memcmp(buf, buf + first, first), 0);
-    cr_assert_eq(seg_decode(t->sp, buf, len, &used, &d), SHALE_OK);
+    cr_assert_eq(seg_decode(&t->st, buf, len, &used, &d), SHALE_OK);
     cr_assert_eq(used, first);
-    cr_assert_eq(seg_decode(t->sp, buf + used, len - used, &used, &d2), SHALE_OK);
+    cr_assert_eq(seg_decode(&t->st, buf + used, len - used, &used, &d2), SHALE_OK);
     cr_assert_eq(used, first);
     seg_unref(d2);
     cr_assert_eq(d->id, seg->id);
@@ -477,9 +491,10 @@ static seg_segment *roundtrip(tspace *t, const seg_segment *seg)
     return d;
 }
 
-/* full_check -- build from about n entries and check every read path, on the
- * built segment and on its decoded copy. */
-static void full_check(uint32_t ps, size_t n, uint64_t seed, size_t seeks)
+/* full_check_codec -- build from about n entries with leaves written by
+ * codec and check every read path, on the built segment and on its decoded
+ * copy. */
+static void full_check_codec(uint32_t ps, size_t n, uint64_t seed, size_t seeks, int codec)
 {
     tspace t;
     model m;
@@ -488,11 +503,11 @@ static void full_check(uint32_t ps, size_t n, uint64_t seed, size_t seeks)
     seg_source src = {src_next, &s};
     uint64_t used;
 
-    ts_open(&t, ps);
+    ts_open_codec(&t, ps, codec);
     model_gen(&m, n, ps, seed);
     s.m = &m;
     if (m.n == 0) {
-        cr_assert_eq(seg_build(t.sp, 1, 1, 0, &src, &seg), SHALE_NOTFOUND);
+        cr_assert_eq(seg_build(&t.st, 1, 1, 0, &src, &seg), SHALE_NOTFOUND);
         cr_assert_null(seg);
         cr_assert_eq(ts_used(&t), 0);
         model_free(&m);
@@ -515,6 +530,11 @@ static void full_check(uint32_t ps, size_t n, uint64_t seed, size_t seeks)
     cr_assert_eq(ts_used(&t), used); /* not retired: the pages stay the caller's */
     model_free(&m);
     ts_close(&t);
+}
+
+static void full_check(uint32_t ps, size_t n, uint64_t seed, size_t seeks)
+{
+    full_check_codec(ps, n, seed, seeks, CODEC_NONE);
 }
 
 /* Each test runs at page sizes 1024 and 4096 unless its name says which. */
@@ -546,6 +566,16 @@ Test(segment, many_seeds_of_small_segments)
 {
     for (uint64_t seed = 100; seed < 130; seed++)
         full_check(seed & 1 ? 1024 : 4096, 1 + seed % 37 * 13, seed, 300);
+}
+
+/* Compressed leaves through the node cache: the same checks. */
+Test(segment, compressed_segments_read_back, .timeout = 600)
+{
+    full_check_codec(1024, 40000, 8, 10000, CODEC_LZ4);
+    full_check_codec(4096, 40000, 9, 10000, CODEC_ZSTD);
+    for (uint64_t seed = 200; seed < 224; seed++)
+        full_check_codec(seed & 1 ? 1024 : 4096, 1 + seed % 37 * 29, seed, 300,
+                         seed % 3 ? CODEC_LZ4 : CODEC_ZSTD);
 }
 
 /* ---- lifetime ---------------------------------------------------------- */
@@ -639,7 +669,7 @@ static void fail_check(uint32_t ps, size_t n, size_t at, int rc, int want)
     ts_open(&t, ps);
     model_gen(&m, n, ps, 13 + at);
     s.m = &m;
-    cr_assert_eq(seg_build(t.sp, 1, 1, 0, &src, &seg), want);
+    cr_assert_eq(seg_build(&t.st, 1, 1, 0, &src, &seg), want);
     cr_assert_null(seg);
     cr_assert_eq(ts_used(&t), 0, "pages leaked: %llu", (unsigned long long)ts_used(&t));
     fs_counts(sp_freespace_of(t.sp), &fr, NULL);
@@ -675,7 +705,7 @@ Test(segment, unsorted_source_is_einval_and_leaks_nothing)
     m.v[4000] = m.v[4001];
     m.v[4001] = tmp;
     s.m = &m;
-    cr_assert_eq(seg_build(t.sp, 1, 1, 0, &src, &seg), SHALE_EINVAL);
+    cr_assert_eq(seg_build(&t.st, 1, 1, 0, &src, &seg), SHALE_EINVAL);
     cr_assert_null(seg);
     cr_assert_eq(ts_used(&t), 0);
     model_free(&m);
@@ -698,7 +728,7 @@ Test(segment, truncated_descriptor_is_corrupt)
     cr_assert_eq(seg_encode(seg, &buf, &len, &cap), SHALE_OK);
     for (size_t l = 0; l < len; l++) {
         d = (seg_segment *)buf;
-        cr_assert_lt(seg_decode(t.sp, buf, l, &used, &d), 0, "length %zu", l);
+        cr_assert_lt(seg_decode(&t.st, buf, l, &used, &d), 0, "length %zu", l);
         cr_assert_null(d);
     }
     free(buf);
@@ -749,7 +779,7 @@ Test(segment, damaged_descriptors_never_crash)
         memcpy(g, buf, len);
         for (int k = 0; k <= round % 3; k++)
             g[rnd(&r) % len] ^= (uint8_t)(1u << (rnd(&r) % 8));
-        if (seg_decode(t.sp, g, len, &used, &d) == SHALE_OK) {
+        if (seg_decode(&t.st, g, len, &used, &d) == SHALE_OK) {
             if (round % 10 == 0)
                 poke(d, &m);
             seg_unref(d);
@@ -758,7 +788,7 @@ Test(segment, damaged_descriptors_never_crash)
     for (int round = 0; round < 3000; round++) { /* arbitrary bytes */
         size_t l = 1 + rnd(&r) % len;
         fill(&r, g, l);
-        if (seg_decode(t.sp, g, l, &used, &d) == SHALE_OK)
+        if (seg_decode(&t.st, g, l, &used, &d) == SHALE_OK)
             seg_unref(d);
     }
     free(g);
@@ -787,6 +817,37 @@ static void expect_corrupt(seg_segment *seg, const model *m)
     free(b.data);
 }
 
+/* second_page_of_first_leaf -- inside the first leaf's compressed run. */
+static uint64_t second_page_of_first_leaf(const seg_segment *seg)
+{
+    node_ref r;
+    node_child c;
+    uint64_t pgno = seg->tree.root;
+    cr_assert_gt(seg->tree.height, 1);
+    for (;;) {
+        cr_assert_eq(seg_node_pin(seg, pgno, &r), SHALE_OK);
+        if (sp_page_type(r.data) == SP_PT_LEAF)
+            break;
+        cr_assert_eq(node_parent_child(r.data, r.size, 0, &c), SHALE_OK);
+        node_unpin(seg->sp, &r);
+        pgno = c.pgno;
+    }
+    cr_assert_gt(r.pages, 1, "the first leaf is a compressed run");
+    node_unpin(seg->sp, &r);
+    return pgno + 1;
+}
+
+/* restored_reads_back -- with its tree restored the segment reads in full;
+ * then free everything. */
+static void restored_reads_back(tspace *t, seg_segment *seg, node_tree_info keep, model *m)
+{
+    seg->tree = keep;
+    check_scan(seg, m);
+    seg_unref(seg);
+    model_free(m);
+    ts_close(t);
+}
+
 Test(segment, tree_pointers_into_garbage_are_corrupt)
 {
     tspace t;
@@ -808,11 +869,16 @@ Test(segment, tree_pointers_into_garbage_are_corrupt)
     seg->tree = keep;
     seg->tree.height = keep.height - 1; /* the leaves lie deeper than the height says */
     expect_corrupt(seg, &m);
-    seg->tree = keep;
-    check_scan(seg, &m);
-    seg_unref(seg);
-    model_free(&m);
-    ts_close(&t);
+    restored_reads_back(&t, seg, keep, &m);
+
+    /* compressed: a root pointing inside a leaf's run */
+    ts_open_codec(&t, 1024, CODEC_ZSTD);
+    model_gen(&m, 5000, 1024, 17);
+    seg = build(&t, &m);
+    keep = seg->tree;
+    seg->tree.root = second_page_of_first_leaf(seg);
+    expect_corrupt(seg, &m);
+    restored_reads_back(&t, seg, keep, &m);
 }
 
 /* flip_byte -- flip one byte of the file at off. */
@@ -830,8 +896,8 @@ static void flip_byte(const char *path, uint64_t off)
 
 /* damaged_reopen -- checkpoint a segment, flip a byte of page pgno, reopen
  * and decode it; returns the decode's result. */
-static int damaged_reopen(uint32_t ps, uint64_t (*which)(const seg_segment *), model *m,
-                          seg_segment **out, tspace *t)
+static int damaged_reopen(uint32_t ps, int codec, uint64_t (*which)(const seg_segment *),
+                          model *m, seg_segment **out, tspace *t)
 {
     seg_segment *seg;
     uint8_t *buf = NULL;
@@ -840,7 +906,7 @@ static int damaged_reopen(uint32_t ps, uint64_t (*which)(const seg_segment *), m
     uint64_t pgno;
     int rc;
 
-    ts_open(t, ps);
+    ts_open_codec(t, ps, codec);
     model_gen(m, 3000, ps, 18);
     seg = build(t, m);
     cr_assert_eq(seg_encode(seg, &buf, &len, &cap), SHALE_OK);
@@ -852,7 +918,7 @@ static int damaged_reopen(uint32_t ps, uint64_t (*which)(const seg_segment *), m
     ts_reopen(t, &meta, &metalen);
     cr_assert_eq(metalen, len);
     cr_assert_eq(memcmp(meta, buf, len), 0);
-    rc = seg_decode(t->sp, meta, metalen, &used, out);
+    rc = seg_decode(&t->st, meta, metalen, &used, out);
     free(meta);
     free(buf);
     return rc;
@@ -874,8 +940,35 @@ Test(segment, damaged_tree_page_reads_as_corrupt)
     model m;
     seg_segment *d;
 
-    cr_assert_eq(damaged_reopen(1024, root_page, &m, &d, &t), SHALE_OK);
+    cr_assert_eq(damaged_reopen(1024, CODEC_NONE, root_page, &m, &d, &t), SHALE_OK);
     expect_corrupt(d, &m);
+    seg_unref(d);
+    model_free(&m);
+    ts_close(&t);
+}
+
+Test(segment, damaged_compressed_leaf_reads_as_corrupt)
+{
+    tspace t;
+    model m;
+    seg_segment *d;
+
+    cr_assert_eq(damaged_reopen(1024, CODEC_LZ4, second_page_of_first_leaf, &m, &d, &t),
+                 SHALE_OK);
+    /* reads that need the first leaf fail; the rest of the segment reads */
+    shale_buf b = SHALE_BUF_INIT;
+    seg_cursor *c;
+    uint8_t kind;
+    int grc = seg_get(d, m.v[1].key, m.v[1].klen, &kind, &b);
+    cr_assert_eq(grc, SHALE_ECORRUPT, "get: %d", grc);
+    cr_assert_eq(seg_get(d, m.v[m.n - 1].key, m.v[m.n - 1].klen, &kind, &b), SHALE_OK);
+    cr_assert_eq(seg_cursor_open(d, &c), SHALE_OK);
+    cr_assert_eq(seg_cursor_first(c), SHALE_ECORRUPT);
+    cr_assert(!seg_cursor_valid(c));
+    cr_assert_eq(seg_cursor_seek_ge(c, m.v[1].key, m.v[1].klen), SHALE_ECORRUPT);
+    cr_assert_eq(seg_cursor_last(c), SHALE_OK);
+    seg_cursor_close(c);
+    free(b.data);
     seg_unref(d);
     model_free(&m);
     ts_close(&t);
@@ -887,7 +980,7 @@ Test(segment, damaged_filter_fails_decode)
     model m;
     seg_segment *d;
 
-    cr_assert_eq(damaged_reopen(4096, filter_page, &m, &d, &t), SHALE_ECORRUPT);
+    cr_assert_eq(damaged_reopen(4096, CODEC_NONE, filter_page, &m, &d, &t), SHALE_ECORRUPT);
     cr_assert_null(d);
     model_free(&m);
     ts_close(&t);

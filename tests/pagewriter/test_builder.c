@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../src/pagewriter/codec.h"
 #include "../../src/pagewriter/node.h"
+#include "../../src/pagewriter/nodecache.h"
 #include "../support/memenv.h"
 #include "../support/testutil.h"
 
@@ -20,6 +22,8 @@ typedef struct env {
     sp_space *sp;
     memenv *mem;
     uint32_t ps;
+    int codec;      /* leaves built with this codec (build) */
+    node_cache *nc; /* compressed leaves are read through it */
 } env;
 
 static void env_open(env *e, uint32_t ps, bool in_memory)
@@ -36,12 +40,14 @@ static void env_open(env *e, uint32_t ps, bool in_memory)
     }
     cfg.path = e->path;
     cr_assert_eq(sp_open(&cfg, &e->sp, NULL, NULL, NULL), SHALE_OK);
+    cr_assert_eq(node_cache_open(256u << 10, &e->nc), SHALE_OK);
     e->ps = ps;
 }
 
 static void env_close(env *e)
 {
     sp_close(e->sp);
+    node_cache_close(e->nc);
     if (e->mem)
         memenv_destroy(e->mem);
     else
@@ -66,6 +72,7 @@ static uint8_t *kbuf;
 static mkey *keys;
 static size_t nkeys;
 static uint64_t vseed;
+static bool text_values; /* compressible values instead of random bytes */
 
 static int mkey_cmp(const void *a, const void *b)
 {
@@ -86,7 +93,7 @@ static void gen_keys(tu_rng *r, size_t n)
         uint8_t tmp[2100];
         if (i == 0) {
             len = 0;
-        } else if (shape < 70) {
+        } else if (shape < 70 || text_values) {
             len = (size_t)snprintf((char *)tmp, sizeof(tmp), "shale-tree-%04u/user/%0*llu",
                                    (unsigned)tu_rng_range(r, 3), 4 + (int)tu_rng_range(r, 8),
                                    (unsigned long long)tu_rng_range(r, 100000000));
@@ -144,7 +151,11 @@ static uint8_t model_value(size_t i, uint32_t ps, uint8_t *buf, size_t *vlen)
         *vlen = node_val_inline_max(ps); /* the largest inline value */
     else
         *vlen = tu_rng_range(&r, 60);
-    tu_rng_bytes(&r, buf, *vlen);
+    if (text_values)
+        for (size_t j = 0; j < *vlen; j++)
+            buf[j] = (uint8_t)("value-of-entry "[(j + i) % 15] + (j % 97 == 0));
+    else
+        tu_rng_bytes(&r, buf, *vlen);
     return pick < 20 ? NODE_KIND_MERGE : NODE_KIND_VALUE;
 }
 
@@ -156,6 +167,7 @@ static void build(env *e, uint64_t gen, node_tree_info *info, sp_blocklist *used
     uint8_t *val = malloc(1u << 16);
     cr_assert_eq(pw_open(e->sp, gen, 64, &pw), SHALE_OK);
     cr_assert_eq(node_builder_open(pw, &b), SHALE_OK);
+    cr_assert_eq(node_builder_set_codec(b, e->codec, 0), SHALE_OK);
     for (size_t i = 0; i < nkeys; i++) {
         size_t vlen;
         uint8_t kind = model_value(i, e->ps, val, &vlen);
@@ -176,6 +188,7 @@ typedef struct walk {
     size_t next;        /* the model index the walk expects next */
     uint64_t last_kovf; /* key run of the last entry walked */
     uint64_t tombs, leaves, parents, ovf_pages;
+    uint64_t leaf_pages, compressed;
     uint32_t leaf_depth;
     const sp_blocklist *used;
     uint8_t *kb, *vb;
@@ -193,17 +206,17 @@ static void expect_key(walk *w, const node_key *k, size_t i)
 
 static void walk_page(walk *w, uint64_t pgno, uint32_t depth);
 
-/* walk_leaf -- every entry of leaf page d equals the model from w->next on. */
-static void walk_leaf(walk *w, const uint8_t *d, uint32_t depth)
+/* walk_leaf -- every entry of leaf d (size bytes) equals the model from w->next on. */
+static void walk_leaf(walk *w, const uint8_t *d, uint32_t size, uint32_t depth)
 {
     uint32_t ps = w->e->ps;
-    cr_assert_eq(node_leaf_check(d, ps), SHALE_OK);
+    cr_assert_eq(node_leaf_check(d, size), SHALE_OK);
     cr_assert_eq(depth, w->leaf_depth, "every leaf at one depth");
     w->leaves++;
     for (unsigned i = 0; i < sp_page_count(d); i++) {
         node_entry en;
         size_t vlen;
-        cr_assert_eq(node_leaf_entry(d, ps, i, &en), SHALE_OK);
+        cr_assert_eq(node_leaf_entry(d, size, i, &en), SHALE_OK);
         cr_assert_lt(w->next, nkeys);
         expect_key(w, &en.key, w->next);
         uint8_t kind = model_value(w->next, ps, w->vb, &vlen);
@@ -212,7 +225,7 @@ static void walk_leaf(walk *w, const uint8_t *d, uint32_t depth)
         w->tombs += kind == NODE_KIND_TOMBSTONE;
         if (en.val_ovf_pgno) {
             uint8_t *got = malloc(vlen);
-            cr_assert_gt(vlen, node_val_inline_max(ps));
+            cr_assert_gt(vlen, node_val_inline_max(w->e->codec ? node_image_size(ps) : ps));
             cr_assert_eq(pw_run_read_into(w->e->sp, en.val_ovf_pgno, SP_PT_OVERFLOW, got, vlen),
                          SHALE_OK);
             cr_assert(memcmp(got, w->vb, vlen) == 0);
@@ -220,7 +233,7 @@ static void walk_leaf(walk *w, const uint8_t *d, uint32_t depth)
             cr_assert(bl_contains(w->used, en.val_ovf_pgno));
             free(got);
         } else {
-            cr_assert_leq(vlen, node_val_inline_max(ps));
+            cr_assert_leq(vlen, node_val_inline_max(w->e->codec ? node_image_size(ps) : ps));
             cr_assert(vlen == 0 || memcmp(en.val, w->vb, vlen) == 0);
         }
         if (en.key.ovf_pgno) {
@@ -251,48 +264,62 @@ static void walk_parent(walk *w, const uint8_t *d, uint32_t depth)
     }
 }
 
-/* walk_page -- check page pgno (a copy: the cache may be small) and recurse. */
+/* walk_page -- check node pgno (a copy: the caches may be small) and recurse. */
 static void walk_page(walk *w, uint64_t pgno, uint32_t depth)
 {
-    sp_page *pg;
-    uint8_t *d = malloc(w->e->ps);
-    cr_assert(bl_contains(w->used, pgno));
-    cr_assert_eq(sp_page_get(w->e->sp, pgno, &pg), SHALE_OK);
-    memcpy(d, sp_page_data(pg), w->e->ps);
-    sp_page_put(w->e->sp, pg);
+    node_ref r;
+    cr_assert_eq(node_pin(w->e->sp, w->e->nc, pgno, &r), SHALE_OK);
+    uint32_t size = r.size;
+    uint8_t *d = malloc(size);
+    memcpy(d, r.data, size);
+    for (uint64_t k = 0; k < r.pages; k++)
+        cr_assert(bl_contains(w->used, pgno + k));
+    if (r.img) {
+        cr_assert_gt(size, w->e->ps, "an image larger than a page");
+        cr_assert_leq(size, node_image_size(w->e->ps));
+        w->compressed++;
+    } else {
+        cr_assert_eq(r.pages, 1);
+        cr_assert_eq(size, w->e->ps);
+    }
+    if (sp_page_type(d) == SP_PT_LEAF)
+        w->leaf_pages += r.pages;
+    node_unpin(w->e->sp, &r);
     cr_assert_eq(sp_page_gen(d), w->gen);
     if (sp_page_type(d) == SP_PT_LEAF)
-        walk_leaf(w, d, depth);
+        walk_leaf(w, d, size, depth);
     else
         walk_parent(w, d, depth);
     free(d);
 }
 
 /* find -- descend from the root to the leaf that holds the first key >= key;
- * *leaf gets a copy of it (ps bytes, malloc'd), *idx the position. */
+ * *leaf gets a copy of it (node_image_size(ps) bytes, malloc'd) and *size its
+ * size, *idx the position. */
 static bool find(env *e, const node_tree_info *t, const uint8_t *key, size_t klen, uint8_t *leaf,
-                 unsigned *idx, bool *exact)
+                 uint32_t *size, unsigned *idx, bool *exact)
 {
     uint64_t pgno = t->root;
     for (;;) {
-        sp_page *pg;
-        cr_assert_eq(sp_page_get(e->sp, pgno, &pg), SHALE_OK);
-        const uint8_t *d = sp_page_data(pg);
+        node_ref r;
+        cr_assert_eq(node_pin(e->sp, e->nc, pgno, &r), SHALE_OK);
+        const uint8_t *d = r.data;
         if (sp_page_type(d) == SP_PT_LEAF) {
-            cr_assert_eq(node_leaf_search(e->sp, d, e->ps, key, klen, idx, exact), SHALE_OK);
-            memcpy(leaf, d, e->ps);
-            sp_page_put(e->sp, pg);
+            cr_assert_eq(node_leaf_search(e->sp, d, r.size, key, klen, idx, exact), SHALE_OK);
+            memcpy(leaf, d, r.size);
+            *size = r.size;
+            node_unpin(e->sp, &r);
             return true;
         }
         unsigned ci;
         node_child c;
-        cr_assert_eq(node_parent_search(e->sp, d, e->ps, key, klen, &ci), SHALE_OK);
+        cr_assert_eq(node_parent_search(e->sp, d, r.size, key, klen, &ci), SHALE_OK);
         if (ci == sp_page_count(d)) {
-            sp_page_put(e->sp, pg);
+            node_unpin(e->sp, &r);
             return false;
         }
-        cr_assert_eq(node_parent_child(d, e->ps, ci, &c), SHALE_OK);
-        sp_page_put(e->sp, pg);
+        cr_assert_eq(node_parent_child(d, r.size, ci, &c), SHALE_OK);
+        node_unpin(e->sp, &r);
         pgno = c.pgno;
     }
 }
@@ -316,22 +343,24 @@ static void check_search(env *e, walk *w, const node_tree_info *t, const uint8_t
                          uint8_t *leaf)
 {
     unsigned idx;
+    uint32_t size;
     bool exact = false;
     size_t lb = model_lower_bound(key, klen);
-    if (!find(e, t, key, klen, leaf, &idx, &exact)) {
+    if (!find(e, t, key, klen, leaf, &size, &idx, &exact)) {
         cr_assert_eq(lb, nkeys);
         return;
     }
     cr_assert_lt(lb, nkeys, "past the last key, the root search says so");
     cr_assert_lt(idx, sp_page_count(leaf));
     node_entry en;
-    cr_assert_eq(node_leaf_entry(leaf, e->ps, idx, &en), SHALE_OK);
+    cr_assert_eq(node_leaf_entry(leaf, size, idx, &en), SHALE_OK);
     expect_key(w, &en.key, lb);
     cr_assert_eq(exact, key_cmp(kbuf + keys[lb].off, keys[lb].len, key, klen) == 0);
 }
 
-/* build_and_verify -- n random entries at page size ps: walk, search, count. */
-static void build_and_verify(uint32_t ps, size_t n, uint64_t seed)
+/* build_and_verify -- n random entries at page size ps with leaves written
+ * by codec: walk, search, count; returns the pages the tree took. */
+static uint64_t build_and_verify_codec(uint32_t ps, size_t n, uint64_t seed, int codec)
 {
     env e;
     tu_rng r;
@@ -339,6 +368,7 @@ static void build_and_verify(uint32_t ps, size_t n, uint64_t seed)
     sp_blocklist used = BL_INIT;
 
     env_open(&e, ps, false);
+    e.codec = codec;
     tu_rng_seed(&r, seed);
     vseed = seed * 31 + 7;
     gen_keys(&r, n);
@@ -346,8 +376,8 @@ static void build_and_verify(uint32_t ps, size_t n, uint64_t seed)
     build(&e, 11, &t, &used);
     cr_assert_eq(in_use(&e) - before, bl_pages(&used), "pw_finish gave the rest back");
     cr_assert_eq(t.entries, nkeys);
-    cr_assert_geq(t.height, ps == 1024 ? 3 : 2, "height %u", t.height);
-    cr_assert_eq(bl_pages(&used), t.leaves + t.parents + t.overflow_pages);
+    if (codec == CODEC_NONE)
+        cr_assert_geq(t.height, ps == 1024 ? 3 : 2, "height %u", t.height);
 
     walk w = {.e = &e, .gen = 11, .used = &used, .leaf_depth = t.height - 1};
     w.vb = malloc(1u << 16);
@@ -357,8 +387,15 @@ static void build_and_verify(uint32_t ps, size_t n, uint64_t seed)
     cr_assert_eq(w.leaves, t.leaves);
     cr_assert_eq(w.parents, t.parents);
     cr_assert_eq(w.ovf_pages, t.overflow_pages);
+    cr_assert_eq(w.compressed, t.compressed_leaves);
+    cr_assert_eq(bl_pages(&used), w.leaf_pages + t.parents + t.overflow_pages);
+    if (codec == CODEC_NONE || ps == SP_MAX_PAGE_SIZE)
+        cr_assert_eq(t.compressed_leaves, 0);
+    else
+        cr_assert_gt(t.compressed_leaves, t.leaves / 2, "%llu of %llu leaves compressed",
+                     (unsigned long long)t.compressed_leaves, (unsigned long long)t.leaves);
 
-    uint8_t *leaf = malloc(ps), probe[2200];
+    uint8_t *leaf = malloc(node_image_size(ps)), probe[2200];
     for (size_t i = 0; i < nkeys; i++)
         check_search(&e, &w, &t, kbuf + keys[i].off, keys[i].len, leaf);
     for (size_t q = 0; q < nkeys / 2; q++) { /* absent keys near present ones */
@@ -384,9 +421,16 @@ static void build_and_verify(uint32_t ps, size_t n, uint64_t seed)
     free(leaf);
     free(w.kb);
     free(w.vb);
+    uint64_t pages = bl_pages(&used);
     bl_free(&used);
     free_keys();
     env_close(&e);
+    return pages;
+}
+
+static void build_and_verify(uint32_t ps, size_t n, uint64_t seed)
+{
+    build_and_verify_codec(ps, n, seed, CODEC_NONE);
 }
 
 Test(builder, tree_of_100k_entries_walks_in_order_1k_pages, .timeout = 1200)
@@ -402,6 +446,35 @@ Test(builder, tree_of_100k_entries_walks_in_order_4k_pages, .timeout = 1200)
 Test(builder, tree_with_64k_pages, .timeout = 1200)
 {
     build_and_verify(65536, 20000, tu_seed() + 2);
+}
+
+/* Compressed leaves: the same walks and searches, random (incompressible)
+ * values first, so most leaf runs are stored raw. */
+Test(builder, compressed_trees_walk_in_order, .timeout = 1200)
+{
+    text_values = false;
+    build_and_verify_codec(1024, 30000, tu_seed() + 3, CODEC_LZ4);
+    build_and_verify_codec(4096, 30000, tu_seed() + 4, CODEC_ZSTD);
+    build_and_verify_codec(65536, 5000, tu_seed() + 5, CODEC_ZSTD);
+}
+
+/* With text keys and values the same trees take far fewer pages compressed. */
+Test(builder, compression_shrinks_compressible_trees, .timeout = 1200)
+{
+    uint64_t seed = tu_seed() + 6;
+    text_values = true;
+    for (uint32_t ps = 1024; ps <= 4096; ps *= 4) {
+        uint64_t plain = build_and_verify_codec(ps, 30000, seed, CODEC_NONE);
+        uint64_t lz4 = build_and_verify_codec(ps, 30000, seed, CODEC_LZ4);
+        uint64_t zstd = build_and_verify_codec(ps, 30000, seed, CODEC_ZSTD);
+        fprintf(stderr, "page size %u: %llu pages plain, %llu lz4, %llu zstd\n", ps,
+                    (unsigned long long)plain, (unsigned long long)lz4, (unsigned long long)zstd);
+        cr_assert_lt(lz4 * 2, plain, "lz4 %llu vs %llu pages", (unsigned long long)lz4,
+                     (unsigned long long)plain);
+        cr_assert_lt(zstd * 2, plain, "zstd %llu vs %llu pages", (unsigned long long)zstd,
+                     (unsigned long long)plain);
+    }
+    text_values = false;
 }
 
 Test(builder, small_trees_have_the_right_shape)
