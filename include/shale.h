@@ -93,7 +93,11 @@ typedef struct shale_options {
     bool read_only;          /* no writes, no background work; default false */
     bool sync_writes;        /* fsync the log before every write returns; default false */
     uint32_t flush_every_ms; /* background log fsync period; 0 = off; default 500 */
-    size_t cache_size;       /* bytes of page cache; default 64 MiB; minimum 256 KiB */
+    size_t cache_size;       /* bytes of cache; default 64 MiB; minimum 256 KiB.
+                                Pages are read through a memory map where the
+                                platform has one, so this bounds the page
+                                cache used otherwise; with compression three
+                                quarters of it hold decompressed leaves */
     size_t memtable_size;    /* bytes of memtable before it is written out;
                                 default 32 MiB; minimum 64 KiB; at most 1 GiB */
     uint32_t page_size;      /* power of two, 1 KiB..64 KiB; default 4096 */
@@ -105,7 +109,7 @@ typedef struct shale_options {
                                 takes (none saved at 64 KiB pages); keys and
                                 values too large for a leaf, and the log, are
                                 not compressed.  Decompressed leaves are kept
-                                in a cache of up to cache_size bytes. */
+                                in a cache (see cache_size). */
     int compression_level;   /* 0 = the codec's default.  LZ4: -65537..-1 fast
                                 with acceleration -level, 1..12 high
                                 compression; ZSTD: ZSTD_minCLevel()..

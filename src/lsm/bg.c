@@ -165,7 +165,7 @@ static int install_written(shale_db *db, mt_table *mt, uint64_t last_seq, seg_se
     for (size_t i = 0; i < cur->nimm; i++)
         if (cur->imm[i].mt != mt)
             imm[n++] = cur->imm[i];
-    rc = ver_new_around(&cur->mem, imm, n, seg, cur->segs, cur->nsegs, NULL, &v);
+    rc = ver_new_around(cur->zb, &cur->mem, imm, n, seg, cur->segs, cur->nsegs, NULL, &v);
     if (rc == SHALE_OK) {
         db->current = v;
         if (last_seq > db->ckpt_seq)
@@ -197,7 +197,7 @@ static int flush_one(shale_db *db)
     if (rc == SHALE_OK)
         rc = install_written(db, m.mt, m.last_seq, seg);
     if (rc < 0 && seg)
-        seg_retire(seg);
+        seg_discard(seg);
     seg_unref(seg);
     mt_unref(m.mt);
     if (rc == SHALE_OK)
@@ -267,14 +267,22 @@ static int merge_all(shale_db *db)
     ver_version *cur = db->current;
     /* Flushes only prepend: the merged segments are the tail of cur->segs. */
     size_t keep = cur->nsegs - nmerge;
-    rc = ver_new_around(&cur->mem, cur->imm, cur->nimm, NULL, cur->segs, keep, seg, &nv);
+    sp_blocklist dead = BL_INIT;
+    for (size_t i = 0; i < nmerge && rc == SHALE_OK; i++)
+        rc = bl_add_list(&dead, &v->segs[i]->pages);
+    if (rc == SHALE_OK)
+        rc = ver_new_around(cur->zb, &cur->mem, cur->imm, cur->nimm, NULL, cur->segs, keep, seg,
+                            &nv);
+    if (rc == SHALE_OK && (rc = zb_add(db->zb, cur->node.id, &dead)) < 0) {
+        ver_unref(nv); /* cannot happen after the install: undo it instead */
+        nv = NULL;
+    }
     if (rc == SHALE_OK) {
         db->current = nv;
-        for (size_t i = 0; i < nmerge; i++)
-            seg_retire(v->segs[i]);
         pthread_cond_broadcast(&db->room_cv);
     }
     pthread_mutex_unlock(&db->ver_mu);
+    bl_free(&dead);
     ERR(rc);
     ver_unref(cur);
     atomic_fetch_add(&db->st_merges, 1);
@@ -282,7 +290,7 @@ static int merge_all(shale_db *db)
     seg = NULL;
 err:
     if (seg) {
-        seg_retire(seg);
+        seg_discard(seg);
         seg_unref(seg);
     }
     cur_close(s.c);
@@ -420,7 +428,8 @@ static int install_fresh_active(shale_db *db, uint64_t log_no, uint64_t last, se
     pthread_mutex_lock(&db->write_mu);
     pthread_mutex_lock(&db->ver_mu);
     ver_version *cur = db->current;
-    rc = ver_new_around(&fresh, cur->imm, cur->nimm, seg, cur->segs, cur->nsegs, NULL, &v);
+    rc = ver_new_around(cur->zb, &fresh, cur->imm, cur->nimm, seg, cur->segs, cur->nsegs, NULL,
+                        &v);
     if (rc == SHALE_OK) {
         db->current = v;
         db->active = fresh.mt;
@@ -456,7 +465,7 @@ int db_flush_memtables(shale_db *db)
     if (rc == SHALE_OK)
         rc = install_fresh_active(db, m.log_no + 1, last, seg);
     if (rc < 0 && seg)
-        seg_retire(seg);
+        seg_discard(seg);
     seg_unref(seg);
     mt_unref(m.mt);
     RET(rc);

@@ -239,6 +239,7 @@ static void db_free(shale_db *db)
 {
     tree_free_all(db);
     ver_unref(db->current);
+    zb_close(db->zb); /* the last version has ended: every zombie goes back */
     if (db->log) {
         lg_writer_close(db->log->lw, 0);
         free(db->log);
@@ -341,6 +342,11 @@ static int open_space(shale_db *db, meta_body *m)
         db->opts.compression_level = 0;
     db->store.codec = db->opts.compression;
     db->store.level = db->opts.compression_level;
+    /* One budget for both caches: with compression most reads are of
+     * decompressed leaves, so they get three quarters of it. */
+    size_t leaf_bytes = db->store.codec == CODEC_NONE ? 0 : db->opts.cache_size / 4 * 3;
+    sp_set_cache_bytes(db->sp, db->opts.cache_size - leaf_bytes);
+    node_cache_set_budget(db->store.cache, leaf_bytes);
     db->opts.page_size = sp_page_size(db->sp);
     db->opts.level_factor = (uint32_t)m->level_factor;
 err:
@@ -387,7 +393,9 @@ int db_open_env(const char *path, const shale_options *opts, sp_env *env, shale_
     mem.log_no = next_log;
     if (!db->opts.read_only)
         ERR(db_open_log(db, next_log, &db->log));
-    ERR(ver_new(&mem, rec.mt ? &rec : NULL, rec.mt ? 1 : 0, m.segs, m.nsegs, &db->current));
+    ERR(zb_open(sp_freespace_of(db->sp), &db->zb));
+    ERR(ver_new(db->zb, &mem, rec.mt ? &rec : NULL, rec.mt ? 1 : 0, m.segs, m.nsegs,
+                &db->current));
     db->active = mem.mt;
     ERR(tree_load_catalog(db));
     if (!db->opts.read_only)

@@ -57,6 +57,7 @@ struct shale_db {
     sp_lock *lock;
     sp_space *sp;
     seg_store store; /* sp, the node cache, and the compression of new segments */
+    zb_set *zb;      /* zombie pages and the live versions */
 
     pthread_mutex_t write_mu;
     db_log *log;

@@ -59,6 +59,13 @@ int meta_decode(const seg_store *st, const uint8_t *p, size_t len, meta_body *m)
         size_t used;
         ERR(seg_decode(st, p, (size_t)(end - p), &used, &m->segs[m->nsegs]));
         p += used;
+        /* Ids and gens are handed out above these; a gen reused would let the
+         * node cache serve an old segment's leaf for a new one's. */
+        const seg_segment *s = m->segs[m->nsegs];
+        if (s->gen >= m->next_gen || s->id >= m->next_seg_id) {
+            m->nsegs++;
+            ERR_SET(SHALE_ECORRUPT);
+        }
     }
     if (p != end)
         ERR_SET(SHALE_ECORRUPT);

@@ -42,9 +42,6 @@
 #define SEG_PW_HINT 256u /* pages loaned at a time while building */
 #define SEG_NFIELDS 13u  /* varints before the keys in a descriptor */
 
-/* Pages a failed fs_retire could not hand back (see seg_unref). */
-static _Atomic uint64_t seg_lost;
-
 /* seg_alloc -- a zeroed segment with one reference. */
 static int seg_alloc(const seg_store *st, seg_segment **segp)
 {
@@ -56,7 +53,6 @@ static int seg_alloc(const seg_store *st, seg_segment **segp)
     seg->sp = st->sp;
     seg->cache = st->cache;
     atomic_init(&seg->refs, 1);
-    atomic_init(&seg->retired, false);
     *segp = seg;
     return SHALE_OK;
 }
@@ -288,7 +284,7 @@ static int seg_check(const seg_segment *seg)
     if (!seg_owns(seg, t->root, t->root))
         return SHALE_ECORRUPT;
     if (t->leaves > total || t->parents > total || t->overflow_pages > total ||
-        t->leaves + t->parents + t->overflow_pages > total)
+        t->compressed_leaves > t->leaves || t->leaves + t->parents + t->overflow_pages > total)
         return SHALE_ECORRUPT;
     if (key_cmp(seg->min_key, seg->min_len, seg->max_key, seg->max_len) > 0)
         return SHALE_ECORRUPT;
@@ -366,33 +362,18 @@ void seg_ref(seg_segment *seg)
     atomic_fetch_add_explicit(&seg->refs, 1, memory_order_relaxed);
 }
 
-/* seg_unref -- drop a reference; the last one retires the pages (if the
- * segment was retired) and frees the segment. */
+/* seg_unref -- drop a reference; the last one frees the segment's memory. */
 void seg_unref(seg_segment *seg)
 {
     if (seg == NULL || atomic_fetch_sub_explicit(&seg->refs, 1, memory_order_acq_rel) != 1)
         return;
-    if (atomic_load_explicit(&seg->retired, memory_order_acquire)) {
-        /* There is no caller to return a failure (ENOMEM inside the
-         * allocator) to.  The pages are then lost only until the next open:
-         * a checkpoint writes the complement of the live set as the free
-         * list.  seg_lost_pages() counts them meanwhile. */
-        if (fs_retire(sp_freespace_of(seg->sp), &seg->pages) < 0)
-            atomic_fetch_add_explicit(&seg_lost, bl_pages(&seg->pages), memory_order_relaxed);
-    }
     seg_free(seg);
 }
 
-/* seg_retire -- mark the segment's pages for return when the last ref goes. */
-void seg_retire(seg_segment *seg)
+/* seg_discard -- pages of a segment never listed in a version go back. */
+int seg_discard(seg_segment *seg)
 {
-    atomic_store_explicit(&seg->retired, true, memory_order_release);
-}
-
-/* seg_lost_pages -- pages that failed retires could not hand back, process-wide. */
-uint64_t seg_lost_pages(void)
-{
-    return atomic_load_explicit(&seg_lost, memory_order_relaxed);
+    return fs_retire(sp_freespace_of(seg->sp), &seg->pages);
 }
 
 /* ---- point reads ------------------------------------------------------- */

@@ -27,9 +27,10 @@
  * stored as a run (SP_PT_FILTER) and kept in memory (loaded by seg_decode,
  * kept by seg_build) so a point miss touches no page.  Format: filter.c.
  *
- * Lifetime: reference counted.  When the last reference goes and the segment
- * was marked retired (seg_retire), its pages are retired to space
- * (fs_retire): pending until the next durable checkpoint.
+ * Lifetime: reference counted (the memory only).  Its pages are the
+ * versions' business: when a version stops listing them they become zombies
+ * (zombie.h).  A segment that was built but never listed in a version goes
+ * back with seg_discard.
  */
 #ifndef SHALE_SEGMENT_H
 #define SHALE_SEGMENT_H
@@ -69,7 +70,6 @@ typedef struct seg_segment {
     node_cache *cache;
     uint8_t *filter; /* filter_bytes bytes, or NULL */
     atomic_int refs;
-    atomic_bool retired;
 } seg_segment;
 
 /* The entries a segment is built from, in strictly increasing key order. */
@@ -95,11 +95,11 @@ int seg_decode(const seg_store *st, const uint8_t *p, size_t len, size_t *used, 
 
 void seg_ref(seg_segment *seg);
 void seg_unref(seg_segment *seg); /* NULL ok */
-void seg_retire(seg_segment *seg); /* pages go back to space when the last ref goes */
-/* seg_lost_pages -- pages whose fs_retire failed in seg_unref (process-wide
- * count; such pages stay unusable until the database is reopened: the free
- * list a checkpoint writes is the complement of the live set). */
-uint64_t seg_lost_pages(void);
+/* seg_discard -- hand the pages of a segment no version ever listed back to
+ * space (pending until the next checkpoint); the caller still unrefs it.
+ * Errors from fs_retire (ENOMEM): the pages stay unusable until the database
+ * is reopened (a checkpoint writes the complement of the live set as free). */
+int seg_discard(seg_segment *seg);
 
 /* seg_may_contain -- false only when key is certainly absent (filter, range).
  * seg_get makes this check itself. */

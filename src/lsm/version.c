@@ -7,10 +7,10 @@
 
 #include "../space/common.h"
 
-int ver_new(const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segment *const *segs,
-            size_t nsegs, ver_version **vp)
+int ver_new(zb_set *zb, const ver_mem *mem, const ver_mem *imm, size_t nimm,
+            seg_segment *const *segs, size_t nsegs, ver_version **vp)
 {
-    return ver_new_around(mem, imm, nimm, NULL, segs, nsegs, NULL, vp);
+    return ver_new_around(zb, mem, imm, nimm, NULL, segs, nsegs, NULL, vp);
 }
 
 /* add_seg -- append seg (with a reference) to v's segment list. */
@@ -20,8 +20,9 @@ static void add_seg(ver_version *v, seg_segment *seg)
     seg_ref(seg);
 }
 
-int ver_new_around(const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segment *front,
-                   seg_segment *const *segs, size_t nsegs, seg_segment *back, ver_version **vp)
+int ver_new_around(zb_set *zb, const ver_mem *mem, const ver_mem *imm, size_t nimm,
+                   seg_segment *front, seg_segment *const *segs, size_t nsegs, seg_segment *back,
+                   ver_version **vp)
 {
     ver_version *v = calloc(1, sizeof *v);
     size_t total = nsegs + (front != NULL) + (back != NULL);
@@ -45,6 +46,8 @@ int ver_new_around(const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segm
         add_seg(v, segs[i]);
     if (back)
         add_seg(v, back);
+    v->zb = zb;
+    zb_version_begin(zb, &v->node);
     *vp = v;
     return SHALE_OK;
 nomem:
@@ -64,6 +67,7 @@ void ver_unref(ver_version *v)
         mt_unref(v->imm[i].mt);
     for (size_t i = 0; i < v->nsegs; i++)
         seg_unref(v->segs[i]);
+    zb_version_end(v->zb, &v->node);
     free(v->imm);
     free(v->segs);
     free(v);

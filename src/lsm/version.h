@@ -7,7 +7,9 @@
  * switch, a write-out or a merge installs a new one (under db->ver_mu) and
  * drops the db's reference to the old.  A version holds a reference on each
  * memtable and segment it lists, so whatever a reader can reach stays alive
- * (and its pages unreused) until the reader lets go.
+ * until the reader lets go; pages a newer version stopped referencing are
+ * zombies (zombie.h) until every version up to the one that last listed
+ * them has ended.
  */
 #ifndef SHALE_VERSION_H
 #define SHALE_VERSION_H
@@ -18,6 +20,7 @@
 
 #include "memtable.h"
 #include "segment.h"
+#include "zombie.h"
 
 /* A memtable and the log file that holds its writes. */
 typedef struct ver_mem {
@@ -28,6 +31,8 @@ typedef struct ver_mem {
 
 typedef struct ver_version {
     atomic_int refs;
+    zb_set *zb;
+    zb_node node; /* node.id: the version's id, increasing */
     ver_mem mem;    /* the active memtable */
     ver_mem *imm;   /* immutable memtables, newest first */
     size_t nimm;
@@ -35,16 +40,17 @@ typedef struct ver_version {
     size_t nsegs;
 } ver_version;
 
-/* ver_new -- a version with the given lists; takes new references on each
- * memtable and segment.  The version starts with one reference. */
-int ver_new(const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segment *const *segs,
+/* ver_new -- a version with the given lists, registered live in zb; takes
+ * new references on each memtable and segment.  The version starts with one
+ * reference. */
+int ver_new(zb_set *zb, const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segment *const *segs,
             size_t nsegs, ver_version **vp);
 /* ver_new_around -- the same with segment front (if not NULL) before segs
  * and back (if not NULL) after them: a write-out adds its segment in front, a
  * merge its result behind the segments it leaves alone. */
-int ver_new_around(const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segment *front,
+int ver_new_around(zb_set *zb, const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segment *front,
                    seg_segment *const *segs, size_t nsegs, seg_segment *back, ver_version **vp);
 void ver_ref(ver_version *v);
-void ver_unref(ver_version *v); /* NULL ok; the last reference frees */
+void ver_unref(ver_version *v); /* NULL ok; the last reference frees and ends it in zb */
 
 #endif

@@ -91,7 +91,7 @@ int db_switch_memtable(shale_db *db)
     if (cur->nimm)
         memcpy(imm + 1, cur->imm, cur->nimm * sizeof *imm);
     ver_mem mem = {.mt = mt, .log_no = nl->no};
-    rc = ver_new(&mem, imm, cur->nimm + 1, cur->segs, cur->nsegs, &v);
+    rc = ver_new(cur->zb, &mem, imm, cur->nimm + 1, cur->segs, cur->nsegs, &v);
     free(imm);
     if (rc == SHALE_OK) {
         db->current = v;

@@ -51,6 +51,14 @@
  * that still fits one page is written as a plain leaf page; a larger one
  * becomes a compressed leaf run (cleaf.h) written in loan order.
  *
+ * Fill target.  A run takes whole pages, so a leaf compressed to 2.3 pages
+ * wastes most of one.  The builder keeps a running estimate of the
+ * compression ratio (compressed / image bytes, from the leaves written so
+ * far) and fills each leaf up to the image size that should compress to just
+ * under a whole number of pages (leaf_target), at most the image size.  When
+ * leaves do not compress (ratio > 0.9) it writes plain one-page leaves,
+ * trying one full image every CLEAF_PROBE leaves to notice if data changes.
+ *
  * Errors.  Argument errors (EINVAL, ETOOBIG) leave the builder unchanged.  Any
  * other failure is sticky; node_builder_abort then pw_abort give every page
  * back.
@@ -58,12 +66,15 @@
 #include "node.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "cleaf.h"
-#include <string.h>
 
 #define B_MAX_LEVELS 48u /* > log5(2^64): fan-out is at least 5 */
 #define B_SLOT 2u        /* the u16 slot of an entry or child */
+#define CLEAF_PROBE 16u  /* plain leaves between two compression probes */
+#define CLEAF_SLACK 0.96 /* aim this far under a whole number of pages */
+#define CLEAF_OVERHEAD 16u /* run length (8) and preamble (<= 6), rounded up */
 
 /* An entry staged for the current leaf. */
 typedef struct stage_ent {
@@ -97,6 +108,9 @@ struct node_builder {
     pw_writer *pw;
     uint32_t ps, pl, kimax, vimax;
     uint32_t lps, lpl; /* a leaf's largest size and payload: a page, or an image */
+    uint32_t ltarget;  /* the payload this leaf is filled to (<= lpl) */
+    double ratio;      /* estimated compressed / image bytes */
+    unsigned plain_run; /* plain leaves since the last probe */
     codec_ctx *codec;  /* NULL: leaves are single pages */
     uint8_t *scratch;  /* compressed leaf output */
     size_t scratch_cap;
@@ -119,6 +133,8 @@ struct node_builder {
     node_tree_info info;
 };
 
+static uint32_t leaf_target(node_builder *b);
+
 /* node_builder_open -- a builder writing through pw. */
 int node_builder_open(pw_writer *pw, node_builder **bp)
 {
@@ -131,7 +147,7 @@ int node_builder_open(pw_writer *pw, node_builder **bp)
     b->ps = sp_page_size(pw_space(pw));
     b->pl = b->ps - SP_PAGE_HDR;
     b->lps = b->ps;
-    b->lpl = b->pl;
+    b->lpl = b->ltarget = b->pl;
     b->kimax = node_key_inline_max(b->ps);
     b->vimax = node_val_inline_max(b->ps);
     b->gen = pw_gen(pw);
@@ -194,6 +210,8 @@ int node_builder_set_codec(node_builder *b, int codec, int clevel)
     b->lps = lps;
     b->lpl = lps - SP_PAGE_HDR;
     b->vimax = node_val_inline_max(lps);
+    b->ratio = 0.5;
+    b->ltarget = leaf_target(b);
     return SHALE_OK;
 }
 
@@ -349,6 +367,21 @@ static uint64_t leaf_fit(const node_builder *b, const stage_ent *e, const uint8_
     return leaf_size(b->n + 1, *plen, b->fixed + e->fixed, b->inl_sum + e->inl, *nlong);
 }
 
+/* leaf_target -- the payload to fill the next leaf to (see "Fill target"). */
+static uint32_t leaf_target(node_builder *b)
+{
+    if (b->ratio > 0.9 && b->plain_run++ % CLEAF_PROBE != 0)
+        return b->pl;
+    double run_pl = b->ps - SP_PAGE_HDR;
+    double fit = b->lps * b->ratio + CLEAF_OVERHEAD; /* run bytes of a full image */
+    unsigned pages = (unsigned)(fit / run_pl);       /* whole pages below that */
+    if (pages == 0)
+        return b->lpl; /* a full image fits in one page */
+    double image = (pages * run_pl - CLEAF_OVERHEAD) / b->ratio * CLEAF_SLACK;
+    uint32_t payload = image > SP_PAGE_HDR ? (uint32_t)image - SP_PAGE_HDR : 0;
+    return MIN(b->lpl, MAX(payload, b->pl));
+}
+
 /* leaf_encode -- encode the staged entries as a leaf (pgno left 0); returns
  * its size, header included. */
 static uint32_t leaf_encode(node_builder *b)
@@ -392,20 +425,29 @@ static uint32_t leaf_encode(node_builder *b)
     return (uint32_t)(q - pg);
 }
 
-/* leaf_write -- write the encoded leaf as a page, or as a compressed leaf. */
+/* leaf_write -- write the encoded leaf as a page, or as a compressed leaf
+ * (updating the ratio estimate and the next leaf's target). */
 static int leaf_write(node_builder *b, uint32_t size, uint64_t *pgno)
 {
+    size_t stored;
+
     if (size <= b->ps) {
         RET(pw_page_alloc(b->pw, pgno));
         sp_page_set_pgno(b->page, *pgno);
-        return pw_page_write(b->pw, *pgno, b->page);
+        RET(pw_page_write(b->pw, *pgno, b->page));
+        if (b->codec)
+            b->ltarget = leaf_target(b);
+        return SHALE_OK;
     }
     uint8_t shift = 0;
     while ((1u << shift) < b->ps)
         shift++;
     sp_page_set_flags(b->page, shift);
     b->info.compressed_leaves++;
-    return cleaf_write(b->pw, b->codec, b->page, size, b->scratch, b->scratch_cap, pgno);
+    RET(cleaf_write(b->pw, b->codec, b->page, size, b->scratch, b->scratch_cap, pgno, &stored));
+    b->ratio = 0.75 * b->ratio + 0.25 * ((double)stored / size);
+    b->ltarget = leaf_target(b);
+    return SHALE_OK;
 }
 
 /* leaf_flush -- write the staged leaf and push it into level 0. */
@@ -437,7 +479,7 @@ static int leaf_add(node_builder *b, stage_ent *e, const uint8_t *key, const uin
     uint64_t nlong;
     uint64_t size = leaf_fit(b, e, key, &plen, &nlong);
 
-    if (size > b->lpl && b->n > 0) {
+    if (size > b->ltarget && b->n > 0) {
         RET(leaf_flush(b));
         size = leaf_fit(b, e, key, &plen, &nlong);
     }

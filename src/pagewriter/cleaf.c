@@ -36,7 +36,7 @@ size_t cleaf_scratch_size(int codec, size_t ilen)
 
 /* cleaf_write -- compress the image (raw if that saves no page) and write the run. */
 int cleaf_write(pw_writer *pw, codec_ctx *c, uint8_t *img, size_t ilen, uint8_t *scratch,
-                size_t cap, uint64_t *pgno)
+                size_t cap, uint64_t *pgno, size_t *stored)
 {
     uint32_t ps = sp_page_size(pw_space(pw));
     size_t clen = 0;
@@ -55,6 +55,7 @@ int cleaf_write(pw_writer *pw, codec_ctx *c, uint8_t *img, size_t ilen, uint8_t 
     } else {
         return rc;
     }
+    *stored = pre + clen;
     return pw_run_append(pw, SP_PT_CLEAF, scratch, pre + clen, pgno);
 }
 
@@ -78,7 +79,9 @@ int cleaf_load(sp_space *sp, uint64_t pgno, uint64_t gen, uint8_t **img, uint32_
     uint64_t u;
     int rc;
 
-    ERR(pw_run_read(sp, pgno, SP_PT_CLEAF, (void **)&run, &len));
+    size_t max = CLEAF_PRE + MAX(codec_bound(CODEC_LZ4, node_image_size(ps)),
+                                 codec_bound(CODEC_ZSTD, node_image_size(ps)));
+    ERR(pw_run_read_max(sp, pgno, SP_PT_CLEAF, max, (void **)&run, &len));
     size_t vl = len > 1 ? varint_get(run + 1, run + len, &u) : 0;
     if (vl == 0 || u <= ps || u > node_image_size(ps))
         ERR_SET(SHALE_ECORRUPT);

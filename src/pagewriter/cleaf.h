@@ -32,7 +32,8 @@
  * first page. */
 size_t cleaf_scratch_size(int codec, size_t ilen);
 int cleaf_write(pw_writer *pw, codec_ctx *c, uint8_t *img, size_t ilen, uint8_t *scratch,
-                size_t cap, uint64_t *pgno);
+                size_t cap, uint64_t *pgno, size_t *stored);
+/* (*stored gets the run's data length: the preamble and the compressed or raw image.) */
 
 /* cleaf_load -- read the compressed leaf run at pgno (its first page seen by
  * the caller with gen `gen`) and decompress it: *img (malloc'd, *ilen bytes)

@@ -2,10 +2,12 @@
  * nodecache.c -- pinned nodes and the shared cache of decompressed leaf
  * images (nodecache.h).
  *
- * Shards.  NC_SHARDS shards, chosen by a hash of (pgno, gen); each holds a
- * chained hash table of its images (doubled when it holds more images than
- * buckets), an LRU list of the images nobody pins (most recently unpinned at
- * the head), its byte count and its budget (the cache's / NC_SHARDS).  An
+ * Shards.  Up to NC_SHARDS shards (fewer for a small budget, so that a
+ * shard holds at least NC_MIN_SHARD bytes: several of the largest images),
+ * chosen by a hash of (pgno, gen); each holds a chained hash table of its
+ * images (doubled when it holds more images than buckets), an LRU list of the
+ * images nobody pins (most recently unpinned at the head), its byte count and
+ * its budget (the cache's / nshards).  An
  * image is in the table from insert to eviction; it is on the LRU list
  * exactly while refs == 0.  Eviction takes from the LRU tail until the shard
  * is within budget, so pinned images are never freed under a reader.
@@ -19,9 +21,11 @@
 
 #include "../space/common.h"
 #include "cleaf.h"
+#include "node.h"
 
 #define NC_SHARDS 16u
 #define NC_MIN_BUCKETS 64u
+#define NC_MIN_SHARD (4u * NODE_IMAGE_MAX)
 
 struct nc_image {
     uint64_t pgno, gen;
@@ -44,6 +48,7 @@ typedef struct nc_shard {
 } nc_shard;
 
 struct node_cache {
+    unsigned nshards;
     nc_shard shard[NC_SHARDS];
 };
 
@@ -71,11 +76,14 @@ int node_cache_open(size_t bytes, node_cache **ncp)
     node_cache *nc = calloc(1, sizeof(*nc));
     if (!nc)
         return SHALE_ENOMEM;
-    for (unsigned i = 0; i < NC_SHARDS; i++) {
+    nc->nshards = NC_SHARDS;
+    while (nc->nshards > 1 && bytes / nc->nshards < NC_MIN_SHARD)
+        nc->nshards /= 2;
+    for (unsigned i = 0; i < nc->nshards; i++) {
         nc_shard *s = &nc->shard[i];
         s->nbuckets = NC_MIN_BUCKETS;
         s->tab = calloc(s->nbuckets, sizeof(*s->tab));
-        s->budget = bytes / NC_SHARDS;
+        s->budget = bytes / nc->nshards;
         s->lru.lnext = s->lru.lprev = &s->lru;
         pthread_mutex_init(&s->mu, NULL);
         if (!s->tab) {
@@ -96,7 +104,7 @@ void node_cache_close(node_cache *nc)
 {
     if (!nc)
         return;
-    for (unsigned i = 0; i < NC_SHARDS; i++) {
+    for (unsigned i = 0; i < nc->nshards; i++) {
         nc_shard *s = &nc->shard[i];
         for (size_t b = 0; b < s->nbuckets; b++) {
             nc_image *im = s->tab[b];
@@ -116,7 +124,7 @@ void node_cache_close(node_cache *nc)
 void node_cache_stats_get(node_cache *nc, node_cache_stats *st)
 {
     memset(st, 0, sizeof(*st));
-    for (unsigned i = 0; nc && i < NC_SHARDS; i++) {
+    for (unsigned i = 0; nc && i < nc->nshards; i++) {
         nc_shard *s = &nc->shard[i];
         pthread_mutex_lock(&s->mu);
         st->hits += s->hits;
@@ -222,6 +230,19 @@ static void free_chain(nc_image *im)
     }
 }
 
+/* node_cache_set_budget -- a new budget, spread over the shards. */
+void node_cache_set_budget(node_cache *nc, size_t bytes)
+{
+    for (unsigned i = 0; i < nc->nshards; i++) {
+        nc_shard *s = &nc->shard[i];
+        pthread_mutex_lock(&s->mu);
+        s->budget = bytes / nc->nshards;
+        nc_image *dead = evict(s);
+        pthread_mutex_unlock(&s->mu);
+        free_chain(dead);
+    }
+}
+
 /* ---- pinning -------------------------------------------------------------- */
 
 /* image_load -- decompress the leaf at pgno into a new, pinned image. */
@@ -248,7 +269,7 @@ static int image_pin(sp_space *sp, node_cache *nc, uint64_t pgno, uint64_t gen, 
     if (!nc)
         return image_load(sp, pgno, gen, imp);
     uint64_t h = nc_hash(pgno, gen);
-    nc_shard *s = &nc->shard[h % NC_SHARDS];
+    nc_shard *s = &nc->shard[h % NC_SHARDS % nc->nshards];
     pthread_mutex_lock(&s->mu);
     nc_image *im = find(s, h, pgno, gen);
     if (im) {

@@ -27,8 +27,11 @@
 typedef struct node_cache node_cache;
 typedef struct nc_image nc_image;
 
-/* node_cache_open -- a cache keeping at most about `bytes` of unpinned images. */
+/* node_cache_open -- a cache keeping at most about `bytes` of unpinned
+ * images (the shard count is chosen from it). */
 int node_cache_open(size_t bytes, node_cache **ncp);
+/* node_cache_set_budget -- change the budget; unpinned images beyond it go now. */
+void node_cache_set_budget(node_cache *nc, size_t bytes);
 /* node_cache_close -- free the cache; every node pinned through it must be
  * unpinned first.  NULL ok. */
 void node_cache_close(node_cache *nc);

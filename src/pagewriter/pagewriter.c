@@ -387,13 +387,20 @@ static int run_tail_check(sp_space *sp, uint64_t pgno, uint8_t type, uint64_t n,
 /* pw_run_read -- read and verify a whole run into a malloc'd buffer. */
 int pw_run_read(sp_space *sp, uint64_t pgno, uint8_t type, void **buf, size_t *len)
 {
+    return pw_run_read_max(sp, pgno, type, SIZE_MAX - 1, buf, len);
+}
+
+/* pw_run_read_max -- the same, refusing a run longer than max bytes. */
+int pw_run_read_max(sp_space *sp, uint64_t pgno, uint8_t type, size_t max, void **buf,
+                    size_t *len)
+{
     uint64_t l, n, gen;
     int rc;
 
     if (!sp || !buf || !len)
         return SHALE_EINVAL;
     RET(run_head(sp, pgno, type, &l, &n, &gen));
-    if (l > SIZE_MAX - 1)
+    if (l > max || l > SIZE_MAX - 1)
         return SHALE_ECORRUPT;
     if (n > 1)
         RET(run_tail_check(sp, pgno, type, n, gen, l));

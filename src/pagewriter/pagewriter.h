@@ -50,6 +50,10 @@ int pw_run_append(pw_writer *pw, uint8_t type, const void *data, size_t len, uin
 /* pw_run_read -- read and verify a whole run into *buf (malloc'd, *len bytes),
  * expecting `type`.  Errors: SHALE_ECORRUPT, SHALE_EIO, SHALE_ENOMEM. */
 int pw_run_read(sp_space *sp, uint64_t pgno, uint8_t type, void **buf, size_t *len);
+/* pw_run_read_max -- the same, SHALE_ECORRUPT for a run of more than max
+ * bytes (before anything is allocated). */
+int pw_run_read_max(sp_space *sp, uint64_t pgno, uint8_t type, size_t max, void **buf,
+                    size_t *len);
 /* pw_run_read_into -- the same into a caller-sized buffer; expects exactly len bytes. */
 int pw_run_read_into(sp_space *sp, uint64_t pgno, uint8_t type, void *buf, size_t len);
 /* pw_run_cmp -- compare data[0, dlen) with bytes [from, len) of the run at

@@ -236,6 +236,20 @@ static void cache_shrink(cache_shard *sh, size_t room)
         ;
 }
 
+/* cache_set_budget -- a new byte budget (the shards keep their count); a
+ * shard over it sheds unpinned entries now, the rest as pins go. */
+void cache_set_budget(sp_cache *c, size_t cache_bytes)
+{
+    size_t pages = c->page_size ? cache_bytes / c->page_size : 0;
+    for (unsigned i = 0; i < c->nshards; i++) {
+        cache_shard *sh = &c->shards[i];
+        pthread_mutex_lock(&sh->mu);
+        sh->cap = MAX(pages / c->nshards, (size_t)1);
+        cache_shrink(sh, 0);
+        pthread_mutex_unlock(&sh->mu);
+    }
+}
+
 /* cache_pin -- pin an entry found under the shard mutex. */
 static sp_page *cache_pin(sp_page *e)
 {

@@ -41,6 +41,8 @@ typedef int (*cache_load_fn)(void *ctx, uint64_t pgno, uint8_t *buf);
 
 /* cache_create -- a cache of about cache_bytes of page_size pages. */
 int cache_create(size_t cache_bytes, uint32_t page_size, sp_cache **cp);
+/* cache_set_budget -- change the byte budget. */
+void cache_set_budget(sp_cache *c, size_t cache_bytes);
 /* cache_destroy -- free every cached entry (none may be pinned). */
 void cache_destroy(sp_cache *c);
 /* cache_get -- pin pgno, calling load on a miss.  Errors: what load returns,

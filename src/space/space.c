@@ -267,6 +267,12 @@ uint32_t sp_page_size(const sp_space *sp)
     return sp->page_size;
 }
 
+/* sp_set_cache_bytes -- the page cache's new budget. */
+void sp_set_cache_bytes(sp_space *sp, size_t bytes)
+{
+    cache_set_budget(sp->cache, bytes);
+}
+
 /* sp_freespace_of -- the file's allocator. */
 sp_freespace *sp_freespace_of(sp_space *sp)
 {

@@ -277,7 +277,8 @@ static shale_db *reopen_stats(shale_db *db, const char *path, const shale_option
                               shale_stats *st)
 {
     cr_assert_eq(shale_close(db), SHALE_OK);
-    cr_assert_eq(shale_open(path, o, &db), SHALE_OK);
+    int rc = shale_open(path, o, &db);
+    cr_assert_eq(rc, SHALE_OK, "reopen: %s", shale_strerror(rc));
     cr_assert_eq(shale_stats_get(db, st), SHALE_OK);
     return db;
 }

@@ -18,6 +18,7 @@
 static int src_state[NSRC][NKEYS];
 static char dir[256];
 static sp_space *sp;
+static zb_set *zb;
 
 static void key_of(int i, char *buf) { snprintf(buf, 16, "key%05d", i); }
 
@@ -103,7 +104,8 @@ static ver_version *build_version(uint64_t seed)
         cr_assert_eq(rc, SHALE_OK, "seg_build: %d", rc);
     }
     ver_version *v;
-    cr_assert_eq(ver_new(&mem[0], &mem[1], 1, segs, 2, &v), SHALE_OK);
+    cr_assert_eq(zb_open(sp_freespace_of(sp), &zb), SHALE_OK);
+    cr_assert_eq(ver_new(zb, &mem[0], &mem[1], 1, segs, 2, &v), SHALE_OK);
     for (int s = 0; s < 2; s++) {
         mt_unref(mem[s].mt);
         seg_unref(segs[s]);
@@ -114,6 +116,7 @@ static ver_version *build_version(uint64_t seed)
 static void teardown(ver_version *v)
 {
     ver_unref(v);
+    zb_close(zb);
     sp_close(sp);
     tu_rmrf(dir);
 }

@@ -580,17 +580,15 @@ Test(segment, compressed_segments_read_back, .timeout = 600)
 
 /* ---- lifetime ---------------------------------------------------------- */
 
-/* retire_check -- pages go pending at the last unref of a retired segment,
- * free after a checkpoint. */
-static void retire_check(uint32_t ps)
+/* discard_check -- a discarded segment's pages go pending at once, free
+ * after a checkpoint; unrefs only free memory. */
+static void discard_check(uint32_t ps)
 {
     tspace t;
     model m;
     seg_segment *seg;
     sp_freespace *fs;
     uint64_t fr0, pend0, fr, pend, pages;
-    shale_buf b = SHALE_BUF_INIT;
-    uint8_t kind;
 
     ts_open(&t, ps);
     fs = sp_freespace_of(t.sp);
@@ -600,56 +598,48 @@ static void retire_check(uint32_t ps)
     cr_assert_eq(ts_used(&t), pages);
     fs_counts(fs, &fr0, &pend0);
     cr_assert_eq(pend0, 0);
-    seg_ref(seg); /* a reader */
-    seg_retire(seg);
-    seg_unref(seg);
-    fs_counts(fs, &fr, &pend);
-    cr_assert_eq(pend, 0); /* the reader still holds it */
-    cr_assert_eq(seg_get(seg, m.v[5].key, m.v[5].klen, &kind, &b), SHALE_OK);
-    seg_unref(seg); /* the last reference */
+    cr_assert_eq(seg_discard(seg), SHALE_OK);
     fs_counts(fs, &fr, &pend);
     cr_assert_eq(pend, pages);
     cr_assert_eq(fr, fr0);
+    cr_assert_eq(seg_discard(seg), SHALE_EINVAL, "pages already pending");
+    seg_unref(seg);
     fs_ckpt_begin(fs);
     fs_ckpt_end(fs, 1);
     fs_counts(fs, &fr, &pend);
     cr_assert_eq(pend, 0);
     cr_assert_eq(fr, fr0 + pages);
     cr_assert_eq(ts_used(&t), 0);
-    cr_assert_eq(seg_lost_pages(), 0);
-    free(b.data);
     model_free(&m);
     ts_close(&t);
 }
 
-Test(segment, retire_and_last_unref_return_pages_after_checkpoint)
+Test(segment, discard_returns_pages_after_checkpoint)
 {
-    retire_check(1024);
-    retire_check(4096);
+    discard_check(1024);
+    discard_check(4096);
 }
 
-Test(segment, cursor_holds_a_reference_on_a_retired_segment)
+Test(segment, a_cursor_keeps_the_segment_and_unrefs_free_no_pages)
 {
     tspace t;
     model m;
     seg_segment *seg;
     seg_cursor *c;
-    uint64_t pend, pages;
+    uint64_t pend, used;
 
     ts_open(&t, 4096);
     model_gen(&m, 500, 4096, 12);
     seg = build(&t, &m);
-    pages = bl_pages(&seg->pages);
+    used = ts_used(&t);
     cr_assert_eq(seg_cursor_open(seg, &c), SHALE_OK);
-    seg_retire(seg);
     seg_unref(seg);
     cr_assert_eq(seg_cursor_last(c), SHALE_OK);
     expect_at(c, &m, m.n - 1);
-    fs_counts(sp_freespace_of(t.sp), NULL, &pend);
-    cr_assert_eq(pend, 0);
     seg_cursor_close(c);
     fs_counts(sp_freespace_of(t.sp), NULL, &pend);
-    cr_assert_eq(pend, pages);
+    cr_assert_eq(pend, 0);
+    cr_assert_eq(ts_used(&t), used, "the pages are the versions' business");
     model_free(&m);
     ts_close(&t);
 }

@@ -214,7 +214,9 @@ static uint64_t write_leaf(env *e, uint64_t gen, int codec, uint8_t *img, uint32
     uint8_t *scratch = malloc(cap);
     cr_assert_eq(codec_ctx_open(codec, 0, &c), SHALE_OK);
     cr_assert_eq(pw_open(e->sp, gen, 16, &pw), SHALE_OK);
-    cr_assert_eq(cleaf_write(pw, c, img, ilen, scratch, cap, &pgno), SHALE_OK);
+    size_t stored;
+    cr_assert_eq(cleaf_write(pw, c, img, ilen, scratch, cap, &pgno, &stored), SHALE_OK);
+    cr_assert_leq(stored, ilen + 6);
     cr_assert_eq(pw_finish(pw, &used), SHALE_OK);
     pw_close(pw);
     codec_ctx_close(c);
