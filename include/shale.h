@@ -116,8 +116,13 @@ typedef struct shale_options {
                                 ZSTD_maxCLevel(); NONE: 0 only.  Applies to this
                                 open; a level outside the range of an existing
                                 database's codec means that codec's default */
-    uint32_t level_factor;   /* size ratio between merge levels, 2..100; default 10 */
-    uint32_t max_young_segments; /* young segments before they are merged, 2..64; default 6 */
+    uint32_t level_factor;   /* size ratio between merge levels, 2..100; default
+                                10: level n holds up to memtable_size *
+                                level_factor^n bytes */
+    uint32_t max_young_segments; /* young segments (written-out memtables) kept
+                                before they are merged into level 1, 2..64;
+                                default 6; writers wait when merges fall
+                                twice this far behind */
 } shale_options;
 
 /* shale_options_default -- fill *opts with the defaults documented above. */
@@ -241,6 +246,8 @@ void shale_batch_clear(shale_batch *b);
 void shale_batch_free(shale_batch *b);
 
 /* Statistics: a snapshot of counters and structure sizes. */
+#define SHALE_STATS_LEVELS 16
+
 typedef struct shale_stats {
     uint64_t page_size;
     uint64_t file_pages;       /* pages in the page file (incl. the two header slots) */
@@ -276,6 +283,9 @@ typedef struct shale_stats {
     uint64_t leaf_cache_hits;  /* compressed leaves found decompressed in the cache */
     uint64_t leaf_cache_misses; /* ... and decompressed on a read */
     uint64_t leaf_cache_bytes; /* decompressed leaves held now */
+    uint64_t levels;           /* regular levels holding a segment */
+    uint64_t level_bytes[SHALE_STATS_LEVELS]; /* [0] young segments, [n] level n
+                                  (levels beyond the array add to its last) */
 } shale_stats;
 
 /* shale_stats_get -- fill *st.  Errors: SHALE_EINVAL. */

@@ -378,7 +378,7 @@ static int dir_size(const char *dir, uint64_t *bytes, uint64_t *files)
 /* print_dir_size -- the directory's total size and the space amplification. */
 static int print_dir_size(const demo *d)
 {
-    uint64_t bytes, files;
+    uint64_t bytes = 0, files = 0;
     char human[32];
     if (dir_size(d->dir, &bytes, &files) != 0)
         return -1;

@@ -120,6 +120,18 @@ static inline void ts_print(FILE *f, const char *indent, const shale_stats *st)
     ts_label(f, indent, "compression");
     fprintf(f, "%s\n",
             st->compression >= 0 && st->compression <= 2 ? codecs[st->compression] : "?");
+    for (size_t l = 0; l < SHALE_STATS_LEVELS; l++) {
+        if (st->level_bytes[l] == 0)
+            continue;
+        char name[32], human[32];
+        if (l == 0)
+            snprintf(name, sizeof name, "young segments bytes");
+        else
+            snprintf(name, sizeof name, "level %zu bytes", l);
+        ts_label(f, indent, name);
+        ts_human(human, sizeof human, st->level_bytes[l]);
+        fprintf(f, "%" PRIu64 " (%s)\n", st->level_bytes[l], human);
+    }
     ts_label(f, indent, "write amplification");
     fprintf(f, "%.2f\n",
             ts_ratio(st->bytes_written_log + st->bytes_written_pages, st->bytes_written_user));

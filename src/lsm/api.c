@@ -164,6 +164,9 @@ int shale_stats_get(shale_db *db, shale_stats *st)
         st->tombstones += s->tree.tombstones;
         st->leaves += s->tree.leaves;
         st->compressed_leaves += s->tree.compressed_leaves;
+        st->levels += s->level > 0;
+        st->level_bytes[MIN(s->level, SHALE_STATS_LEVELS - 1)] +=
+            bl_pages(&s->pages) * st->page_size;
     }
     ver_unref(v);
     st->zombie_pages = st->file_pages > SP_FIRST_DATA_PAGE + st->live_pages + st->free_pages +

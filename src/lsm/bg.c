@@ -3,11 +3,10 @@
  * merging segments, checkpoints, and the periodic log sync.
  *
  * Three threads: the flusher writes the oldest immutable memtable to a new
- * segment, installs a version that lists the segment instead of the memtable,
- * and checkpoints; the merger, when more than max_young_segments segments
- * exist, merges all of them into one (a whole merge: tombstones and the keys
- * of dropped trees disappear, since no older data remains below); the syncer
- * syncs the log every flush_every_ms.  Installing a version is a pointer swap
+ * young segment, installs a version that lists the segment instead of the
+ * memtable, and checkpoints; the merger runs the merges merge.c chooses, one
+ * at a time, each followed by a checkpoint; the syncer syncs the log every
+ * flush_every_ms.  Installing a version is a pointer swap
  * under ver_mu; readers never wait for a write-out or a merge.
  *
  * Checkpoint (db_checkpoint): pin the current version; its segments are the
@@ -45,28 +44,6 @@ void db_set_bg_error(shale_db *db, int rc)
     pthread_mutex_unlock(&db->ver_mu);
 }
 
-/* Dropped trees' keys are skipped when writing segments; consecutive keys
- * share a tree, so the liveness of the last tree id is cached. */
-typedef struct live_cache {
-    shale_db *db;
-    uint32_t id;
-    bool valid, live;
-} live_cache;
-
-/* key_live -- whether ikey belongs to a tree that still exists. */
-static bool key_live(live_cache *lc, const uint8_t *ikey, size_t iklen)
-{
-    if (iklen < IKEY_PREFIX)
-        return false;
-    uint32_t id = get_be32(ikey);
-    if (!lc->valid || id != lc->id) {
-        lc->id = id;
-        lc->live = tree_id_live(lc->db, id);
-        lc->valid = true;
-    }
-    return lc->live;
-}
-
 /* Source over a memtable: every newest version, tombstones included. */
 typedef struct mem_src {
     mt_iter it;
@@ -88,7 +65,7 @@ static int mem_next(void *ctx, uint8_t *kind, const void **key, size_t *klen, co
         if (!mt_iter_valid(&s->it))
             return SHALE_NOTFOUND;
         *key = mt_iter_key(&s->it, klen);
-        if (!key_live(&s->lc, *key, *klen))
+        if (!db_key_live(&s->lc, *key, *klen))
             continue;
         *kind = mt_iter_kind(&s->it);
         *val = mt_iter_value(&s->it, vlen);
@@ -96,35 +73,8 @@ static int mem_next(void *ctx, uint8_t *kind, const void **key, size_t *klen, co
     }
 }
 
-/* Source over a merging cursor of segments. */
-typedef struct cur_src {
-    cur_cursor *c;
-    bool started;
-    bool drop_tombstones;
-    live_cache lc;
-} cur_src;
-
-static int cur_src_next(void *ctx, uint8_t *kind, const void **key, size_t *klen,
-                        const void **val, size_t *vlen)
-{
-    cur_src *s = ctx;
-    for (;;) {
-        int rc = s->started ? cur_next(s->c) : cur_first(s->c);
-        s->started = true;
-        if (rc != SHALE_OK)
-            return rc;
-        *key = cur_key(s->c, klen);
-        *kind = cur_kind(s->c);
-        if (s->drop_tombstones && *kind == NODE_KIND_TOMBSTONE)
-            continue;
-        if (!key_live(&s->lc, *key, *klen))
-            continue;
-        return cur_value(s->c, val, vlen);
-    }
-}
-
-/* next_ids -- allocate a segment id and a write generation. */
-static void next_ids(shale_db *db, uint64_t *id, uint64_t *gen)
+/* db_next_ids -- allocate a segment id and a write generation. */
+void db_next_ids(shale_db *db, uint64_t *id, uint64_t *gen)
 {
     pthread_mutex_lock(&db->ver_mu);
     *id = db->next_seg_id++;
@@ -139,7 +89,7 @@ static int write_mem(shale_db *db, const ver_mem *m, seg_segment **segp)
     seg_source src = {mem_next, &s};
     uint64_t id, gen;
     mt_iter_init(&s.it, m->mt, UINT64_MAX);
-    next_ids(db, &id, &gen);
+    db_next_ids(db, &id, &gen);
     int rc = seg_build(&db->store, id, gen, 0, &src, segp);
     if (rc == SHALE_NOTFOUND) {
         *segp = NULL;
@@ -241,63 +191,6 @@ err:
     return rc;
 }
 
-/* merge_all -- merge every segment of the current version into one. */
-static int merge_all(shale_db *db)
-{
-    int rc = SHALE_OK;
-    cur_src s = {.drop_tombstones = true, .lc = {.db = db}};
-    seg_source src = {cur_src_next, &s};
-    seg_segment *seg = NULL;
-    ver_version *nv = NULL, *v;
-    uint64_t id, gen;
-
-    pthread_mutex_lock(&db->ver_mu);
-    v = db->current;
-    ver_ref(v);
-    pthread_mutex_unlock(&db->ver_mu);
-    size_t nmerge = v->nsegs;
-    ERR(cur_open(v, UINT64_MAX, false, 0, nmerge, false, &s.c));
-    next_ids(db, &id, &gen);
-    rc = seg_build(&db->store, id, gen, 0, &src, &seg);
-    if (rc == SHALE_NOTFOUND)
-        rc = SHALE_OK;
-    ERR(rc);
-
-    pthread_mutex_lock(&db->ver_mu);
-    ver_version *cur = db->current;
-    /* Flushes only prepend: the merged segments are the tail of cur->segs. */
-    size_t keep = cur->nsegs - nmerge;
-    sp_blocklist dead = BL_INIT;
-    for (size_t i = 0; i < nmerge && rc == SHALE_OK; i++)
-        rc = bl_add_list(&dead, &v->segs[i]->pages);
-    if (rc == SHALE_OK)
-        rc = ver_new_around(cur->zb, &cur->mem, cur->imm, cur->nimm, NULL, cur->segs, keep, seg,
-                            &nv);
-    if (rc == SHALE_OK && (rc = zb_add(db->zb, cur->node.id, &dead)) < 0) {
-        ver_unref(nv); /* cannot happen after the install: undo it instead */
-        nv = NULL;
-    }
-    if (rc == SHALE_OK) {
-        db->current = nv;
-        pthread_cond_broadcast(&db->room_cv);
-    }
-    pthread_mutex_unlock(&db->ver_mu);
-    bl_free(&dead);
-    ERR(rc);
-    ver_unref(cur);
-    atomic_fetch_add(&db->st_merges, 1);
-    seg_unref(seg);
-    seg = NULL;
-err:
-    if (seg) {
-        seg_discard(seg);
-        seg_unref(seg);
-    }
-    cur_close(s.c);
-    ver_unref(v);
-    return rc;
-}
-
 /* flush_main -- the flusher thread. */
 static void *flush_main(void *arg)
 {
@@ -319,28 +212,24 @@ static void *flush_main(void *arg)
     return NULL;
 }
 
-/* merge_due -- with ver_mu held: whether the young segments need a merge. */
-static bool merge_due(shale_db *db)
-{
-    return db->current->nsegs > db->opts.max_young_segments;
-}
-
 /* merge_main -- the merger thread. */
 static void *merge_main(void *arg)
 {
     shale_db *db = arg;
     for (;;) {
         pthread_mutex_lock(&db->ver_mu);
-        while (!db->stopping && !db->bg_error && !merge_due(db))
+        while (!db->stopping && !db->bg_error && !db_merge_due(db))
             pthread_cond_wait(&db->bg_cv, &db->ver_mu);
         bool stop = db->stopping || db->bg_error;
         db->merging = !stop;
         pthread_mutex_unlock(&db->ver_mu);
         if (stop)
             break;
-        int rc = merge_all(db);
+        int rc = db_merge_one(db);
         if (rc == SHALE_OK)
             rc = db_checkpoint(db);
+        else if (rc == SHALE_NOTFOUND)
+            rc = SHALE_OK;
         pthread_mutex_lock(&db->ver_mu);
         db->merging = false;
         pthread_mutex_unlock(&db->ver_mu);

@@ -119,6 +119,20 @@ int db_log_name(const shale_db *db, uint64_t no, char *buf, size_t n);
 int tree_load_catalog(shale_db *db);
 void tree_free_all(shale_db *db);
 bool tree_id_live(shale_db *db, uint32_t id);
+/* Dropped trees' keys are left out when writing segments; live_cache
+ * remembers the last tree id's answer. */
+typedef struct live_cache {
+    shale_db *db;
+    uint32_t id;
+    bool valid, live;
+} live_cache;
+bool db_key_live(live_cache *lc, const uint8_t *ikey, size_t iklen);
+void db_next_ids(shale_db *db, uint64_t *id, uint64_t *gen);
+/* merge.c: db_merge_due (ver_mu held) -- whether a merge is due;
+ * db_merge_one -- run one (SHALE_NOTFOUND: none due). */
+bool db_merge_due(shale_db *db);
+int db_merge_one(shale_db *db);
+size_t db_young_count(const ver_version *v);
 int tree_check_key(shale_tree *t, const void *key, size_t klen);
 int buf_set(shale_buf *b, const void *p, size_t n);
 

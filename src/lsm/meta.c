@@ -32,6 +32,19 @@ int meta_encode(const meta_body *m, uint8_t **buf, size_t *len)
     return SHALE_OK;
 }
 
+/* meta_check_levels -- young segments first, then strictly increasing levels. */
+static int meta_check_levels(const meta_body *m)
+{
+    uint32_t prev = 0;
+    for (size_t i = 0; i < m->nsegs; i++) {
+        uint32_t l = m->segs[i]->level;
+        if (l > SEG_MAX_LEVEL || (l == 0 && prev > 0) || (l > 0 && l <= prev))
+            return SHALE_ECORRUPT;
+        prev = l;
+    }
+    return SHALE_OK;
+}
+
 int meta_decode(const seg_store *st, const uint8_t *p, size_t len, meta_body *m)
 {
     int rc = SHALE_OK;
@@ -69,6 +82,7 @@ int meta_decode(const seg_store *st, const uint8_t *p, size_t len, meta_body *m)
     }
     if (p != end)
         ERR_SET(SHALE_ECORRUPT);
+    ERR(meta_check_levels(m));
     return SHALE_OK;
 err:
     meta_free_segs(m);

@@ -3,12 +3,14 @@
  * (space treats it as opaque bytes).
  *
  * Encoding (little-endian / varints):
- *   u32 magic 0x4d4c4853 ("SHLM") | u32 body version (1)
+ *   u32 magic 0x4d4c4853 ("SHLM") | u32 body version (2)
  *   varint ckpt_seq     last sequence number whose writes the segments hold
  *   varint log_no       first log file recovery must replay
  *   varint next_seg_id | varint next_gen
  *   varint level_factor | varint compression (settings fixed at creation)
- *   varint segment count, then each segment descriptor (segment.h), newest first
+ *   varint segment count, then each segment descriptor (segment.h), newest
+ *   first: the young segments (level 0), then one segment per regular level
+ *   in increasing level order (checked: anything else is SHALE_ECORRUPT)
  */
 #ifndef SHALE_META_H
 #define SHALE_META_H

@@ -370,6 +370,37 @@ void seg_unref(seg_segment *seg)
     seg_free(seg);
 }
 
+/* seg_clone_level -- the same segment (pages, filter, keys) at another level. */
+int seg_clone_level(const seg_segment *seg, uint32_t level, seg_segment **out)
+{
+    int rc = SHALE_OK;
+    seg_segment *c = NULL;
+    seg_store st = {.sp = seg->sp, .cache = seg->cache};
+    size_t cap = 0;
+
+    ERR(seg_alloc(&st, &c));
+    c->id = seg->id;
+    c->gen = seg->gen;
+    c->level = level;
+    c->tree = seg->tree;
+    c->filter_pgno = seg->filter_pgno;
+    c->filter_bytes = seg->filter_bytes;
+    ERR(seg_key_set(&c->min_key, &c->min_len, &cap, seg->min_key, seg->min_len));
+    cap = 0;
+    ERR(seg_key_set(&c->max_key, &c->max_len, &cap, seg->max_key, seg->max_len));
+    ERR(bl_copy(&c->pages, &seg->pages));
+    if (seg->filter) {
+        if (!(c->filter = malloc(seg->filter_bytes)))
+            ERR_SET(SHALE_ENOMEM);
+        memcpy(c->filter, seg->filter, seg->filter_bytes);
+    }
+    *out = c;
+    c = NULL;
+err:
+    seg_free(c);
+    return rc;
+}
+
 /* seg_discard -- pages of a segment never listed in a version go back. */
 int seg_discard(seg_segment *seg)
 {

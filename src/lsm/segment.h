@@ -95,6 +95,9 @@ int seg_decode(const seg_store *st, const uint8_t *p, size_t len, size_t *used, 
 
 void seg_ref(seg_segment *seg);
 void seg_unref(seg_segment *seg); /* NULL ok */
+/* seg_clone_level -- a new segment object (one reference) with seg's pages
+ * and contents at another level: a level moved down without a rewrite. */
+int seg_clone_level(const seg_segment *seg, uint32_t level, seg_segment **out);
 /* seg_discard -- hand the pages of a segment no version ever listed back to
  * space (pending until the next checkpoint); the caller still unrefs it.
  * Errors from fs_retire (ENOMEM): the pages stay unusable until the database
@@ -141,6 +144,7 @@ int seg_cursor_value(seg_cursor *c, const void **val, size_t *vlen);
 /* ---- shared by segment.c and segcursor.c ------------------------------- */
 
 #define SEG_MAX_HEIGHT 32u /* deeper trees are rejected as corrupt */
+#define SEG_MAX_LEVEL 30u  /* regular levels 1..SEG_MAX_LEVEL; 0 is young */
 
 /* seg_owns -- whether every page of [first, last] belongs to the segment. */
 bool seg_owns(const seg_segment *seg, uint64_t first, uint64_t last);

@@ -114,6 +114,21 @@ void tree_free_all(shale_db *db)
     db->trees = NULL;
 }
 
+/* db_key_live -- whether ikey belongs to a tree that still exists (the last
+ * tree id's answer is cached: consecutive keys share a tree). */
+bool db_key_live(live_cache *lc, const uint8_t *ikey, size_t iklen)
+{
+    if (iklen < IKEY_PREFIX)
+        return false;
+    uint32_t id = get_be32(ikey);
+    if (!lc->valid || id != lc->id) {
+        lc->id = id;
+        lc->live = tree_id_live(lc->db, id);
+        lc->valid = true;
+    }
+    return lc->live;
+}
+
 bool tree_id_live(shale_db *db, uint32_t id)
 {
     if (id <= TREE_ID_DEFAULT)

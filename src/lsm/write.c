@@ -44,7 +44,7 @@ static uint64_t now_us(void)
 static bool no_room(shale_db *db)
 {
     return db->current->nimm >= DB_MAX_IMM ||
-           db->current->nsegs > 2 * (size_t)db->opts.max_young_segments;
+           db_young_count(db->current) > 2 * (size_t)db->opts.max_young_segments;
 }
 
 /* wait_for_room -- with ver_mu held: wait while there is no room (no_room). */

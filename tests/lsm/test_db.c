@@ -75,8 +75,8 @@ Test(db, writes_survive_writeouts_merges_and_reopen, .init = setup, .fini = tear
                  * twice the limit; queued write-outs can add two more. */
                 shale_stats s;
                 cr_assert_eq(shale_stats_get(db, &s), SHALE_OK);
-                cr_assert_leq(s.segments, 2 * o.max_young_segments + 2, "%d segments",
-                              (int)s.segments);
+                cr_assert_leq(s.young_segments, 2 * o.max_young_segments + 2, "%d segments",
+                              (int)s.young_segments);
             }
         }
     check_all(t, n, 1, -1);
@@ -105,6 +105,82 @@ Test(db, writes_survive_writeouts_merges_and_reopen, .init = setup, .fini = tear
     cr_assert_eq(rc, SHALE_NOTFOUND);
     cr_assert_eq(i, n);
     shale_iter_close(it);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+}
+
+/* level_check -- regular levels in strictly increasing order and each
+ * listed once; returns how many. */
+static int level_check(shale_db *db)
+{
+    shale_stats st;
+    cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+    int n = 0;
+    for (int l = 1; l < SHALE_STATS_LEVELS; l++)
+        n += st.level_bytes[l] > 0;
+    cr_assert_eq((uint64_t)n, st.levels);
+    cr_assert_eq(st.segments, st.young_segments + st.levels);
+    return n;
+}
+
+Test(db, levels_form_below_the_young_segments, .init = setup, .fini = teardown, .timeout = 300)
+{
+    shale_options o;
+    shale_db *db;
+    shale_tree *t;
+    small_opts(&o);
+    o.level_factor = 2;
+    o.max_young_segments = 2;
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
+    const int n = 30000;
+    tu_rng r;
+    tu_rng_seed(&r, tu_seed());
+    int *gen = calloc(n, sizeof *gen); /* the generation each key holds; -1 removed */
+    for (int i = 0; i < n; i++)
+        gen[i] = -1;
+    int most = 0;
+    for (int op = 0; op < 3 * n; op++) {
+        int i = (int)tu_rng_range(&r, n);
+        char k[32], v[64];
+        if (tu_rng_range(&r, 5) == 0) {
+            kv(i, 0, k, v);
+            cr_assert_eq(shale_remove(t, k, strlen(k), NULL), SHALE_OK);
+            gen[i] = -1;
+        } else {
+            gen[i] = op % 1000;
+            kv(i, gen[i], k, v);
+            cr_assert_eq(shale_insert(t, k, strlen(k), v, strlen(v), NULL), SHALE_OK);
+        }
+        if (op % 2000 == 0) {
+            int l = level_check(db);
+            most = l > most ? l : most;
+        }
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        shale_buf b = SHALE_BUF_INIT;
+        for (int i = 0; i < n; i++) {
+            char k[32], v[64];
+            kv(i, gen[i] < 0 ? 0 : gen[i], k, v);
+            int rc = shale_get(t, k, strlen(k), &b);
+            if (gen[i] < 0) {
+                cr_assert_eq(rc, SHALE_NOTFOUND, "key %d", i);
+            } else {
+                cr_assert_eq(rc, SHALE_OK, "key %d", i);
+                cr_assert(b.len == strlen(v) && memcmp(b.data, v, b.len) == 0, "key %d", i);
+            }
+        }
+        shale_buf_free(&b);
+        most = level_check(db) > most ? level_check(db) : most;
+        cr_assert_eq(shale_close(db), SHALE_OK);
+        cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+        cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
+    }
+    shale_stats st;
+    cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+    cr_log_info("levels: most %d, now %d; merges %llu", most, (int)st.levels,
+                (unsigned long long)st.merges);
+    cr_assert_geq(most, 2, "with level_factor 2 the data spreads over levels");
+    free(gen);
     cr_assert_eq(shale_close(db), SHALE_OK);
 }
 
