@@ -598,13 +598,59 @@ int node_builder_add_ovf(node_builder *b, uint8_t kind, const void *key, size_t 
     return sticky(b, add_entry(b, kind, key, klen, NULL, vlen, val_pgno));
 }
 
-/* builder_close -- write the partial pages bottom-up and find the root. */
+/* staged_above -- whether a level above li holds staged children. */
+static bool staged_above(const node_builder *b, unsigned li)
+{
+    for (unsigned lj = li + 1; lj < b->nlv; lj++)
+        if (b->lv[lj].n)
+            return true;
+    return false;
+}
+
+/* node_builder_add_child -- append a whole subtree by reference (see node.h). */
+int node_builder_add_child(node_builder *b, const node_child *c, uint32_t height,
+                           const void *last, size_t lastlen)
+{
+    if (!b || !c || height == 0 || height > B_MAX_LEVELS || !last || c->entries == 0 ||
+        c->tombstones > c->entries || c->pgno < SP_FIRST_DATA_PAGE || lastlen != c->last.klen)
+        return SHALE_EINVAL;
+    RET(add_prepare(b, last, lastlen, 0));
+    /* Everything staged below the child's level goes out first, so the
+     * subtree lands after it in key order, at its own height. */
+    if (b->n)
+        RET(sticky(b, leaf_flush(b)));
+    for (unsigned li = 0; li + 1 < height; li++)
+        if (b->lv[li].n)
+            RET(sticky(b, level_flush(b, li)));
+    stage_child sc = {.pgno = c->pgno,
+                      .entries = c->entries,
+                      .tombs = c->tombstones,
+                      .klen = lastlen,
+                      .kovf = c->last.ovf_pgno,
+                      .inl = (uint32_t)MIN(lastlen, (size_t)b->kimax)};
+    RET(sticky(b, level_push(b, height - 1, &sc, last)));
+    if (lastlen)
+        memcpy(b->prev, last, lastlen);
+    b->prevlen = lastlen;
+    b->have_prev = true;
+    b->info.entries += c->entries;
+    b->info.tombstones += c->tombstones;
+    b->info.recycled++;
+    return SHALE_OK;
+}
+
+/* builder_close -- write the partial pages bottom-up and find the root: the
+ * lowest level holding a single child, nothing written from it and nothing
+ * staged above it (a recycled subtree may sit higher up). */
 static int builder_close(node_builder *b)
 {
-    RET(leaf_flush(b));
+    if (b->n)
+        RET(leaf_flush(b));
     for (unsigned li = 0; li < b->nlv; li++) {
         const level *l = &b->lv[li];
-        if (l->written == 0 && l->n == 1) {
+        if (l->n == 0)
+            continue;
+        if (l->written == 0 && l->n == 1 && !staged_above(b, li)) {
             b->info.root = l->v[0].pgno;
             b->info.height = li + 1;
             return SHALE_OK;

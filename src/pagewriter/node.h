@@ -141,6 +141,9 @@ typedef struct node_tree_info {
     uint64_t parents;
     uint64_t overflow_pages;
     uint64_t compressed_leaves; /* of `leaves`, those written as compressed runs */
+    uint64_t recycled;          /* subtrees added by reference (not persisted; the
+                                   leaves .. overflow_pages counts above are only
+                                   of what this builder wrote) */
 } node_tree_info;
 
 int node_builder_open(pw_writer *pw, node_builder **bp);
@@ -159,6 +162,16 @@ int node_builder_add(node_builder *b, uint8_t kind, const void *key, size_t klen
  * overflow run (moved by reference, never copied). */
 int node_builder_add_ovf(node_builder *b, uint8_t kind, const void *key, size_t klen,
                          uint64_t val_pgno, uint64_t vlen);
+/* node_builder_add_child -- append the subtree c (a child record from a
+ * parent page of another tree on the same space, of the given height: 1 for
+ * a leaf) by reference, without reading it.  last (lastlen bytes) is the
+ * subtree's full last key (c->last names its inline bytes and key run, which
+ * the new parent shares).  The caller guarantees every key of the subtree is
+ * greater than everything added before; entries and tombstones count it.
+ * Partial pages below the subtree's level are written first, so a tree
+ * rebuilt this way stays balanced.  Errors as node_builder_add. */
+int node_builder_add_child(node_builder *b, const node_child *c, uint32_t height,
+                           const void *last, size_t lastlen);
 /* node_builder_finish -- flush partial pages, write the parents up to a single
  * root and describe the tree.  Frees the builder (also on error). */
 int node_builder_finish(node_builder *b, node_tree_info *info);

@@ -184,7 +184,7 @@ static void build(env *e, uint64_t gen, node_tree_info *info, sp_blocklist *used
 
 typedef struct walk {
     env *e;
-    uint64_t gen;
+    uint64_t gen, gen2; /* pages carry gen (or gen2, when nonzero: recycled) */
     size_t next;        /* the model index the walk expects next */
     uint64_t last_kovf; /* key run of the last entry walked */
     uint64_t tombs, leaves, parents, ovf_pages;
@@ -285,7 +285,7 @@ static void walk_page(walk *w, uint64_t pgno, uint32_t depth)
     if (sp_page_type(d) == SP_PT_LEAF)
         w->leaf_pages += r.pages;
     node_unpin(w->e->sp, &r);
-    cr_assert_eq(sp_page_gen(d), w->gen);
+    cr_assert(sp_page_gen(d) == w->gen || (w->gen2 && sp_page_gen(d) == w->gen2));
     if (sp_page_type(d) == SP_PT_LEAF)
         walk_leaf(w, d, size, depth);
     else
@@ -478,6 +478,109 @@ Test(builder, compression_shrinks_compressible_trees, .timeout = 1200)
                      (unsigned long long)plain);
     }
     text_values = false;
+}
+
+/* compose -- add the subtree at pgno (of height h) to b: by reference, or
+ * (at random) descending and re-adding its leaves entry by entry, values in
+ * runs moved by reference. */
+static void compose(env *e, node_builder *b, tu_rng *r, uint64_t pgno, uint32_t h,
+                    uint64_t *recycled)
+{
+    node_ref n;
+    cr_assert_eq(node_pin(e->sp, e->nc, pgno, &n), SHALE_OK);
+    uint8_t *d = malloc(n.size);
+    uint32_t size = n.size;
+    memcpy(d, n.data, size);
+    node_unpin(e->sp, &n);
+    uint8_t *kb = NULL;
+    size_t kcap = 0, klen;
+    for (unsigned i = 0; i < sp_page_count(d); i++) {
+        if (h == 1) { /* a leaf re-added entry by entry */
+            node_entry en;
+            cr_assert_eq(node_leaf_entry(d, size, i, &en), SHALE_OK);
+            cr_assert_eq(node_key_copy(e->sp, &en.key, &kb, &kcap, &klen), SHALE_OK);
+            if (en.val_ovf_pgno)
+                cr_assert_eq(node_builder_add_ovf(b, en.kind, kb, klen, en.val_ovf_pgno, en.vlen),
+                             SHALE_OK);
+            else
+                cr_assert_eq(node_builder_add(b, en.kind, kb, klen, en.val, en.vlen), SHALE_OK);
+            continue;
+        }
+        node_child c;
+        cr_assert_eq(node_parent_child(d, size, i, &c), SHALE_OK);
+        if (tu_rng_range(r, 3) == 0) {
+            compose(e, b, r, c.pgno, h - 1, recycled);
+        } else {
+            cr_assert_eq(node_key_copy(e->sp, &c.last, &kb, &kcap, &klen), SHALE_OK);
+            cr_assert_eq(node_builder_add_child(b, &c, h - 1, kb, klen), SHALE_OK);
+            (*recycled)++;
+        }
+    }
+    free(kb);
+    free(d);
+}
+
+/* A tree rebuilt from another's subtrees (by reference) and re-added leaves
+ * holds the same entries, stays balanced, and every count matches. */
+static void recycle_check(uint32_t ps, int codec, size_t n, uint64_t seed)
+{
+    env e;
+    tu_rng r;
+    node_tree_info ta, tb;
+    sp_blocklist used_a = BL_INIT, used_b = BL_INIT;
+
+    env_open(&e, ps, false);
+    e.codec = codec;
+    tu_rng_seed(&r, seed);
+    vseed = seed * 17 + 3;
+    gen_keys(&r, n);
+    build(&e, 11, &ta, &used_a);
+    cr_assert_geq(ta.height, 3, "subtrees of several heights");
+
+    pw_writer *pw;
+    node_builder *b;
+    uint64_t recycled = 0;
+    cr_assert_eq(pw_open(e.sp, 12, 64, &pw), SHALE_OK);
+    cr_assert_eq(node_builder_open(pw, &b), SHALE_OK);
+    cr_assert_eq(node_builder_set_codec(b, codec, 0), SHALE_OK);
+    compose(&e, b, &r, ta.root, ta.height, &recycled);
+    cr_assert_eq(node_builder_finish(b, &tb), SHALE_OK);
+    cr_assert_eq(pw_finish(pw, &used_b), SHALE_OK);
+    pw_close(pw);
+    cr_assert_gt(recycled, 0);
+    cr_assert_eq(tb.recycled, recycled);
+    cr_assert_eq(tb.entries, ta.entries);
+    cr_assert_eq(tb.tombstones, ta.tombstones);
+    cr_assert_eq(tb.height, ta.height, "recycling keeps the tree balanced");
+    cr_assert_lt(bl_pages(&used_b), bl_pages(&used_a), "recycled pages are not rewritten");
+
+    sp_blocklist both = BL_INIT;
+    cr_assert_eq(bl_add_list(&both, &used_a), SHALE_OK);
+    cr_assert_eq(bl_add_list(&both, &used_b), SHALE_OK);
+    walk w = {.e = &e, .gen = 12, .gen2 = 11, .used = &both, .leaf_depth = tb.height - 1};
+    w.vb = malloc(1u << 16);
+    walk_page(&w, tb.root, 0);
+    cr_assert_eq(w.next, nkeys);
+    cr_assert_eq(w.tombs, tb.tombstones);
+    uint8_t *leaf = malloc(node_image_size(ps));
+    for (size_t i = 0; i < nkeys; i += 7)
+        check_search(&e, &w, &tb, kbuf + keys[i].off, keys[i].len, leaf);
+    free(leaf);
+    free(w.kb);
+    free(w.vb);
+    bl_free(&both);
+    bl_free(&used_a);
+    bl_free(&used_b);
+    free_keys();
+    env_close(&e);
+}
+
+Test(builder, trees_rebuilt_around_recycled_subtrees_read_back, .timeout = 600)
+{
+    uint64_t seed = tu_seed();
+    recycle_check(1024, CODEC_NONE, 30000, seed);
+    recycle_check(4096, CODEC_NONE, 60000, seed + 1);
+    recycle_check(1024, CODEC_LZ4, 60000, seed + 2);
 }
 
 Test(builder, small_trees_have_the_right_shape)
