@@ -283,6 +283,9 @@ typedef struct shale_stats {
     uint64_t leaf_cache_hits;  /* compressed leaves found decompressed in the cache */
     uint64_t leaf_cache_misses; /* ... and decompressed on a read */
     uint64_t leaf_cache_bytes; /* decompressed leaves held now */
+    uint64_t merge_leaves_rewritten; /* since open: leaves merges rewrote */
+    uint64_t merge_leaves_recycled;  /* ... and reused by page reference */
+    uint64_t merge_bytes_written;    /* ... and bytes of pages merges wrote */
     uint64_t levels;           /* regular levels holding a segment */
     uint64_t level_bytes[SHALE_STATS_LEVELS]; /* [0] young segments, [n] level n
                                   (levels beyond the array add to its last) */

@@ -60,6 +60,9 @@ static const ts_row ts_rows[] = {
     {"leaf cache hits", offsetof(shale_stats, leaf_cache_hits), TS_COUNT},
     {"leaf cache misses", offsetof(shale_stats, leaf_cache_misses), TS_COUNT},
     {"leaf cache bytes", offsetof(shale_stats, leaf_cache_bytes), TS_BYTES},
+    {"merge leaves rewritten", offsetof(shale_stats, merge_leaves_rewritten), TS_COUNT},
+    {"merge leaves recycled", offsetof(shale_stats, merge_leaves_recycled), TS_COUNT},
+    {"merge bytes written", offsetof(shale_stats, merge_bytes_written), TS_BYTES},
 };
 
 /* The width of the label column: room for the longest label and its colon. */

@@ -183,6 +183,9 @@ int shale_stats_get(shale_db *db, shale_stats *st)
     st->stall_micros = atomic_load(&db->st_stall_us);
     st->log_bytes = db_log_bytes(db);
     st->recovered = db->recovered;
+    st->merge_leaves_rewritten = atomic_load(&db->st_leaves_rewritten);
+    st->merge_leaves_recycled = atomic_load(&db->st_leaves_recycled);
+    st->merge_bytes_written = atomic_load(&db->st_merge_pages) * st->page_size;
     st->compression = db->opts.compression;
     node_cache_stats ns;
     node_cache_stats_get(db->store.cache, &ns);

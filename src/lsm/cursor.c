@@ -392,6 +392,12 @@ const void *cur_key(const cur_cursor *c, size_t *klen)
 
 uint8_t cur_kind(const cur_cursor *c) { return ch_kind(&c->ch[c->win]); }
 
+bool cur_value_run(const cur_cursor *c, uint64_t *pgno, uint64_t *vlen)
+{
+    const cur_child *h = &c->ch[c->win];
+    return h->type == CH_SEG && seg_cursor_value_run(h->sc, pgno, vlen);
+}
+
 int cur_value(cur_cursor *c, const void **val, size_t *vlen)
 {
     cur_child *h = &c->ch[c->win];

@@ -44,5 +44,8 @@ const void *cur_key(const cur_cursor *c, size_t *klen);
 uint8_t cur_kind(const cur_cursor *c);
 /* cur_value -- value of the current entry (valid until the next move). */
 int cur_value(cur_cursor *c, const void **val, size_t *vlen);
+/* cur_value_run -- whether the current value lives in a segment's overflow
+ * run (then its first page and length), for moving it by reference. */
+bool cur_value_run(const cur_cursor *c, uint64_t *pgno, uint64_t *vlen);
 
 #endif

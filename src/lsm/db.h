@@ -92,6 +92,7 @@ struct shale_db {
     bool recovered;
     atomic_uint_fast64_t st_user_bytes, st_log_bytes, st_flushes, st_merges, st_stalls,
         st_stall_us, st_checkpoints;
+    atomic_uint_fast64_t st_leaves_rewritten, st_leaves_recycled, st_merge_pages;
 };
 
 /* Internal entry points shared by the lsm files. */

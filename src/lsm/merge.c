@@ -20,12 +20,20 @@
  * young segments meanwhile, so the result is installed by replacing the
  * merged segments (found by pointer) in whatever version is current then.
  *
+ * Recycling.  The destination (the merge's last segment when it is already
+ * at the output level) is not rewritten: recycle.c rebuilds it around the
+ * stream of the other segments' entries, reusing untouched subtrees by page
+ * reference and splicing in whole stream segments that a sequential load
+ * wrote.  Before a version is installed, its segments must share no page
+ * and hold none of the pages about to become zombies (pages_sound).
+ *
  * Tombstones.  A tombstone is written out unless no deeper segment of the
  * pinned version may hold its key (key range and Bloom filter): only then
  * has it nothing left to hide.  Keys of dropped trees are left out.
  *
- * Pages.  The merged segments' pages become zombies tagged with the version
- * the result replaced (zombie.h); a moved segment keeps its pages.
+ * Pages.  What the result no longer references (recycle.h) becomes zombies
+ * tagged with the version it replaced (zombie.h); a moved segment keeps its
+ * pages.
  */
 #include <stdlib.h>
 
@@ -33,6 +41,7 @@
 #include "cursor.h"
 #include "db.h"
 #include "filter.h"
+#include "recycle.h"
 
 /* A merge: v->segs[from, from + n) into one segment of level out_level. */
 typedef struct merge_job {
@@ -96,78 +105,167 @@ bool db_merge_due(shale_db *db)
     return merge_pick(db, db->current, &j);
 }
 
-/* Source over a merging cursor of the job's segments. */
-typedef struct merge_src {
-    cur_cursor *c;
-    bool started;
+/* What a merge keeps: keys of live trees, and tombstones only while a
+ * deeper segment of the pinned version may hold their key. */
+typedef struct merge_keep {
     const ver_version *v;
-    size_t deeper; /* v->segs[deeper ..] may hold older entries */
+    size_t deeper; /* v->segs[deeper ..] lie below the merge */
     live_cache lc;
     uint64_t dropped_tombstones;
-} merge_src;
+} merge_keep;
 
 /* deeper_may_hold -- whether a segment below the merge may hold key. */
-static bool deeper_may_hold(const merge_src *s, const void *key, size_t klen)
+static bool deeper_may_hold(const merge_keep *k, const void *key, size_t klen)
 {
-    if (s->deeper >= s->v->nsegs)
+    if (k->deeper >= k->v->nsegs)
         return false;
     uint64_t h = filter_hash(key, klen);
-    for (size_t i = s->deeper; i < s->v->nsegs; i++)
-        if (seg_may_contain_hashed(s->v->segs[i], key, klen, h))
+    for (size_t i = k->deeper; i < k->v->nsegs; i++)
+        if (seg_may_contain_hashed(k->v->segs[i], key, klen, h))
             return true;
     return false;
 }
 
-static int merge_next(void *ctx, uint8_t *kind, const void **key, size_t *klen, const void **val,
-                      size_t *vlen)
+static bool merge_keep_fn(void *ctx, const void *key, size_t klen, uint8_t kind)
 {
-    merge_src *s = ctx;
-    for (;;) {
-        int rc = s->started ? cur_next(s->c) : cur_first(s->c);
-        s->started = true;
-        if (rc != SHALE_OK)
-            return rc;
-        *key = cur_key(s->c, klen);
-        *kind = cur_kind(s->c);
-        if (!db_key_live(&s->lc, *key, *klen))
-            continue;
-        if (*kind == NODE_KIND_TOMBSTONE && !deeper_may_hold(s, *key, *klen)) {
-            s->dropped_tombstones++;
-            continue;
-        }
-        return cur_value(s->c, val, vlen);
+    merge_keep *k = ctx;
+    if (!db_key_live(&k->lc, key, klen))
+        return false;
+    if (kind == NODE_KIND_TOMBSTONE && !deeper_may_hold(k, key, klen)) {
+        k->dropped_tombstones++;
+        return false;
     }
+    return true;
 }
 
-/* merge_write -- the job's output segment (*out NULL when nothing is left). */
-static int merge_write(shale_db *db, const merge_job *j, seg_segment **out)
+/* The stream: a merging cursor over the job's segments above the
+ * destination, newest entry of each key, values in runs by reference. */
+typedef struct merge_stream {
+    cur_cursor *c;
+    bool started;
+} merge_stream;
+
+/* stream_load -- the cursor's current entry into e. */
+static int stream_load(merge_stream *s, rc_entry *e)
 {
-    int rc;
+    e->key = cur_key(s->c, &e->klen);
+    e->kind = cur_kind(s->c);
+    uint64_t pg, vl;
+    if (e->kind != NODE_KIND_TOMBSTONE && cur_value_run(s->c, &pg, &vl)) {
+        e->val_run = pg;
+        e->val = NULL;
+        e->vlen = (size_t)vl;
+        return SHALE_OK;
+    }
+    e->val_run = 0;
+    return cur_value(s->c, &e->val, &e->vlen);
+}
+
+static int merge_stream_next(void *ctx, rc_entry *e)
+{
+    merge_stream *s = ctx;
+    int rc = s->started ? cur_next(s->c) : cur_first(s->c);
+    s->started = true;
+    return rc == SHALE_OK ? stream_load(s, e) : rc;
+}
+
+static int merge_stream_skip(void *ctx, const void *key, size_t klen, rc_entry *e)
+{
+    merge_stream *s = ctx;
+    int rc = cur_seek_ge(s->c, key, klen);
+    if (rc == SHALE_OK) {
+        size_t kl;
+        const void *k = cur_key(s->c, &kl);
+        if (key_cmp(k, kl, key, klen) == 0)
+            rc = cur_next(s->c);
+    }
+    s->started = true;
+    return rc == SHALE_OK ? stream_load(s, e) : rc;
+}
+
+/* merge_rebuild -- run the job: the destination (the last segment, when it
+ * is already at the output level) rebuilt with the rest streamed in.  *dead
+ * gets every page the result no longer references, *fresh the pages only
+ * the result holds (given back if it is never installed). */
+static int merge_rebuild(shale_db *db, const merge_job *j, seg_segment **out, sp_blocklist *dead,
+                         sp_blocklist *fresh)
+{
+    int rc = SHALE_OK;
     uint64_t id, gen;
-    merge_src s = {.v = j->v, .deeper = j->from + j->n, .lc = {.db = db}};
-    seg_source src = {merge_next, &s};
+    const seg_segment *last = j->v->segs[j->from + j->n - 1];
+    const seg_segment *dest = last->level == j->out_level ? last : NULL;
+    size_t nstream = j->n - (dest != NULL);
+    merge_keep keep = {.v = j->v, .deeper = j->from + j->n, .lc = {.db = db}};
+    merge_stream ms = {0};
+    rc_stream src = {merge_stream_next, merge_stream_skip, &ms, j->v->segs + j->from, 0};
+    rc_result res = {0};
 
     *out = NULL;
-    RET(cur_open(j->v, UINT64_MAX, false, j->from, j->n, false, &s.c));
+    src.nsegs = nstream;
+    ERR(cur_open(j->v, UINT64_MAX, false, j->from, nstream, false, &ms.c));
     db_next_ids(db, &id, &gen);
-    rc = seg_build(&db->store, id, gen, j->out_level, &src, out);
-    cur_close(s.c);
-    if (rc == SHALE_NOTFOUND) {
-        *out = NULL;
-        rc = SHALE_OK;
+    ERR(seg_rebuild(&db->store, id, gen, j->out_level, dest, &src, merge_keep_fn, &keep, &res));
+    ERR(bl_add_list(dead, &res.dead));
+    for (size_t i = j->from; i < j->from + nstream; i++) {
+        sp_blocklist gone = BL_INIT;
+        rc = bl_copy(&gone, &j->v->segs[i]->pages);
+        if (rc == SHALE_OK)
+            rc = bl_subtract(&gone, &res.moved);
+        if (rc == SHALE_OK)
+            rc = bl_add_list(dead, &gone);
+        bl_free(&gone);
+        ERR(rc);
     }
+    if (res.seg) {
+        ERR(bl_copy(fresh, &res.seg->pages));
+        if (dest)
+            ERR(bl_subtract(fresh, &dest->pages));
+        ERR(bl_subtract(fresh, &res.moved));
+    }
+    atomic_fetch_add(&db->st_leaves_rewritten, res.fig.leaves_rewritten);
+    atomic_fetch_add(&db->st_leaves_recycled, res.fig.leaves_recycled);
+    atomic_fetch_add(&db->st_merge_pages, res.fig.pages_written);
+    *out = res.seg;
+    res.seg = NULL;
+err:
+    if (res.seg) { /* failed after the build: its own pages go back */
+        sp_blocklist own = BL_INIT;
+        if (bl_copy(&own, &res.seg->pages) == SHALE_OK &&
+            (!dest || bl_subtract(&own, &dest->pages) == SHALE_OK) &&
+            bl_subtract(&own, &res.moved) == SHALE_OK)
+            (void)fs_retire(sp_freespace_of(db->sp), &own);
+        bl_free(&own);
+        seg_unref(res.seg);
+    }
+    bl_free(&res.dead);
+    bl_free(&res.moved);
+    cur_close(ms.c);
     return rc;
 }
 
+/* pages_sound -- the new list's segments share no page, and none holds a
+ * page about to become a zombie: the accounting that lets recycling share
+ * pages between segments over time, checked before anything is installed. */
+static bool pages_sound(seg_segment *const *segs, size_t n, const sp_blocklist *dead)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (bl_overlaps_list(&segs[i]->pages, dead))
+            return false;
+        for (size_t k = i + 1; k < n; k++)
+            if (bl_overlaps_list(&segs[i]->pages, &segs[k]->pages))
+                return false;
+    }
+    return true;
+}
+
 /* merge_install -- with ver_mu held: a new current version in which the
- * job's segments are replaced by out (may be NULL); their pages are zombies
- * tagged with the version replaced (unless moved is set: out has them). */
-static int merge_install(shale_db *db, const merge_job *j, seg_segment *out, bool moved)
+ * job's segments are replaced by out (may be NULL); dead (taken over) become
+ * zombies tagged with the version replaced. */
+static int merge_install(shale_db *db, const merge_job *j, seg_segment *out, sp_blocklist *dead)
 {
     int rc = SHALE_OK;
     ver_version *cur = db->current, *nv = NULL;
     seg_segment **segs = malloc((cur->nsegs + 1) * sizeof *segs);
-    sp_blocklist dead = BL_INIT;
     size_t n = 0;
 
     if (!segs)
@@ -177,11 +275,8 @@ static int merge_install(shale_db *db, const merge_job *j, seg_segment *out, boo
         bool merged = false;
         for (size_t k = j->from; k < j->from + j->n && !merged; k++)
             merged = s == j->v->segs[k];
-        if (merged) {
-            if (!moved)
-                ERR(bl_add_list(&dead, &s->pages));
+        if (merged)
             continue;
-        }
         if (out && s->level > out->level) { /* the result goes before deeper levels */
             segs[n++] = out;
             out = NULL;
@@ -190,15 +285,16 @@ static int merge_install(shale_db *db, const merge_job *j, seg_segment *out, boo
     }
     if (out)
         segs[n++] = out;
+    if (!pages_sound(segs, n, dead))
+        ERR_SET(SHALE_ECORRUPT);
     ERR(ver_new(cur->zb, &cur->mem, cur->imm, cur->nimm, segs, n, &nv));
-    ERR(zb_add(db->zb, cur->node.id, &dead));
+    ERR(zb_add(db->zb, cur->node.id, dead));
     db->current = nv;
     nv = NULL;
     ver_unref(cur); /* the db's reference */
     pthread_cond_broadcast(&db->room_cv);
 err:
     ver_unref(nv);
-    bl_free(&dead);
     free(segs);
     return rc;
 }
@@ -208,7 +304,7 @@ int db_merge_one(shale_db *db)
     int rc;
     merge_job j;
     seg_segment *out = NULL;
-    bool moved = false;
+    sp_blocklist dead = BL_INIT, fresh = BL_INIT;
 
     pthread_mutex_lock(&db->ver_mu);
     bool due = merge_pick(db, db->current, &j);
@@ -220,20 +316,20 @@ int db_merge_one(shale_db *db)
     if (!due)
         return SHALE_NOTFOUND;
     const seg_segment *first = j.v->segs[j.from];
-    if (j.n == 1 && first->level > 0 && first->tree.tombstones == 0) {
+    if (j.n == 1 && first->level > 0 && first->tree.tombstones == 0)
         rc = seg_clone_level(first, j.out_level, &out); /* moved down, pages and all */
-        moved = true;
-    } else {
-        rc = merge_write(db, &j, &out);
-    }
+    else
+        rc = merge_rebuild(db, &j, &out, &dead, &fresh);
     if (rc == SHALE_OK) {
         pthread_mutex_lock(&db->ver_mu);
-        rc = merge_install(db, &j, out, moved);
+        rc = merge_install(db, &j, out, &dead);
         pthread_mutex_unlock(&db->ver_mu);
     }
-    if (rc < 0 && out && !moved)
-        seg_discard(out);
+    if (rc < 0 && fresh.n)
+        (void)fs_retire(sp_freespace_of(db->sp), &fresh);
     seg_unref(out);
+    bl_free(&dead);
+    bl_free(&fresh);
     ver_unref(j.v);
     if (rc == SHALE_OK)
         atomic_fetch_add(&db->st_merges, 1);

@@ -330,6 +330,16 @@ uint8_t seg_cursor_kind(const seg_cursor *c)
     return c->depth ? c->e.kind : 0;
 }
 
+/* seg_cursor_value_run -- the current value's overflow run, if it has one. */
+bool seg_cursor_value_run(const seg_cursor *c, uint64_t *pgno, uint64_t *vlen)
+{
+    if (c->depth == 0 || c->e.kind == NODE_KIND_TOMBSTONE || c->e.val_ovf_pgno == 0)
+        return false;
+    *pgno = c->e.val_ovf_pgno;
+    *vlen = c->e.vlen;
+    return true;
+}
+
 /* seg_cursor_value -- the current value: in place, or from its overflow run. */
 int seg_cursor_value(seg_cursor *c, const void **val, size_t *vlen)
 {

@@ -57,6 +57,12 @@ static int seg_alloc(const seg_store *st, seg_segment **segp)
     return SHALE_OK;
 }
 
+/* seg_create -- a zeroed segment with one reference (for recycle.c). */
+int seg_create(const seg_store *st, seg_segment **segp)
+{
+    return seg_alloc(st, segp);
+}
+
 /* seg_free -- release the memory of a segment (its pages are not touched). */
 static void seg_free(seg_segment *seg)
 {

@@ -95,6 +95,9 @@ int seg_decode(const seg_store *st, const uint8_t *p, size_t len, size_t *used, 
 
 void seg_ref(seg_segment *seg);
 void seg_unref(seg_segment *seg); /* NULL ok */
+/* seg_create -- an empty segment object on st's space (one reference), for
+ * builders outside segment.c to fill in; seg_unref frees it. */
+int seg_create(const seg_store *st, seg_segment **segp);
 /* seg_clone_level -- a new segment object (one reference) with seg's pages
  * and contents at another level: a level moved down without a rewrite. */
 int seg_clone_level(const seg_segment *seg, uint32_t level, seg_segment **out);
@@ -140,6 +143,10 @@ uint8_t seg_cursor_kind(const seg_cursor *c);
  * empty for a tombstone).  Errors: SHALE_EINVAL (unpositioned), SHALE_ECORRUPT,
  * SHALE_EIO, SHALE_ENOMEM (the cursor stays positioned). */
 int seg_cursor_value(seg_cursor *c, const void **val, size_t *vlen);
+/* seg_cursor_value_run -- true with the run's first page and the value's
+ * length when the current value lives in an overflow run (so a merge can
+ * move it by reference); false otherwise or when unpositioned. */
+bool seg_cursor_value_run(const seg_cursor *c, uint64_t *pgno, uint64_t *vlen);
 
 /* ---- shared by segment.c and segcursor.c ------------------------------- */
 

@@ -184,6 +184,111 @@ Test(db, levels_form_below_the_young_segments, .init = setup, .fini = teardown, 
     cr_assert_eq(shale_close(db), SHALE_OK);
 }
 
+/* seq_value -- the value of key i: 60 bytes, every 50th a few KiB (a run). */
+static size_t seq_value(int i, char *v)
+{
+    size_t n = i % 50 == 0 ? 3000 + (size_t)(i % 7) : 60;
+    for (size_t j = 0; j < n; j++)
+        v[j] = (char)('a' + (i + (int)j) % 26);
+    return n;
+}
+
+/* seq_check -- keys [0, n) hold their values, in order. */
+static void seq_check(shale_tree *t, int n)
+{
+    shale_iter *it;
+    char k[32], v[4096];
+    int i = 0, rc;
+    cr_assert_eq(shale_iter_open(t, &it), SHALE_OK);
+    for (rc = shale_iter_first(it); rc == SHALE_OK; rc = shale_iter_next(it), i++) {
+        size_t kl, vl, want = seq_value(i, v);
+        snprintf(k, sizeof k, "k%08d", i);
+        const void *key = shale_iter_key(it, &kl);
+        const void *val = shale_iter_value(it, &vl);
+        cr_assert(kl == strlen(k) && memcmp(key, k, kl) == 0, "key %d", i);
+        cr_assert(vl == want && memcmp(val, v, vl) == 0, "value %d", i);
+    }
+    cr_assert_eq(rc, SHALE_NOTFOUND);
+    cr_assert_eq(i, n);
+    shale_iter_close(it);
+}
+
+/* Ascending keys: young segments enter the levels whole and merges reuse
+ * what they do not touch, so pages are written about once. */
+Test(db, sequential_loads_are_written_about_once, .init = setup, .fini = teardown,
+     .timeout = 300)
+{
+    shale_options o;
+    shale_db *db;
+    shale_tree *t;
+    small_opts(&o);
+    o.level_factor = 3;
+    o.max_young_segments = 2;
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
+    const int n = 60000;
+    char k[32], v[4096];
+    for (int i = 0; i < n; i++) {
+        snprintf(k, sizeof k, "k%08d", i);
+        cr_assert_eq(shale_insert(t, k, strlen(k), v, seq_value(i, v), NULL), SHALE_OK);
+    }
+    seq_check(t, n);
+    shale_stats st;
+    cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+    uint64_t live = st.live_pages * st.page_size;
+    cr_log_info("merges wrote %llu bytes for %llu live; %llu merges, %llu leaves recycled",
+                (unsigned long long)st.merge_bytes_written, (unsigned long long)live,
+                (unsigned long long)st.merges, (unsigned long long)st.merge_leaves_recycled);
+    cr_assert_gt(st.merges, 3);
+    cr_assert_lt(st.merge_bytes_written * 5, live, "merges rewrote little of the data");
+    cr_assert_eq(shale_close(db), SHALE_OK);
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
+    seq_check(t, n);
+    cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+    cr_assert_geq(st.levels, 1);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+}
+
+/* Random overwrites: merges rewrite the leaves the new keys land in, reuse
+ * the rest, and everything reads back. */
+Test(db, merges_recycle_untouched_leaves, .init = setup, .fini = teardown, .timeout = 300)
+{
+    shale_options o;
+    shale_db *db;
+    shale_tree *t;
+    small_opts(&o);
+    o.level_factor = 4;
+    o.max_young_segments = 2;
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
+    const int n = 40000;
+    char k[32], v[4096];
+    for (int i = 0; i < n; i++) { /* a base, sequential */
+        snprintf(k, sizeof k, "k%08d", i);
+        cr_assert_eq(shale_insert(t, k, strlen(k), v, seq_value(i, v), NULL), SHALE_OK);
+    }
+    tu_rng r;
+    tu_rng_seed(&r, tu_seed());
+    for (int j = 0; j < 20000; j++) { /* then overwrites clustered in a few places */
+        int i = (int)(tu_rng_range(&r, 8) * 5000 + tu_rng_range(&r, 200));
+        snprintf(k, sizeof k, "k%08d", i);
+        cr_assert_eq(shale_insert(t, k, strlen(k), v, seq_value(i, v), NULL), SHALE_OK);
+    }
+    shale_stats st;
+    cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+    cr_log_info("recycled %llu leaves, rewrote %llu", (unsigned long long)st.merge_leaves_recycled,
+                (unsigned long long)st.merge_leaves_rewritten);
+    cr_assert_gt(st.merge_leaves_recycled, st.merge_leaves_rewritten,
+                 "clustered updates leave most leaves alone");
+    seq_check(t, n);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
+    seq_check(t, n);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+}
+
 Test(db, unflushed_log_is_replayed_after_a_crash, .init = setup, .fini = teardown)
 {
     shale_options o;
