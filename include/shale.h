@@ -291,6 +291,43 @@ typedef struct shale_stats {
                                   (levels beyond the array add to its last) */
 } shale_stats;
 
+/* The result of shale_verify. */
+typedef struct shale_verify_report {
+    uint64_t file_pages;   /* pages in the page file */
+    uint64_t header_pages; /* the header slots and their spill pages */
+    uint64_t live_pages;   /* pages of segments */
+    uint64_t free_pages;
+    uint64_t nodes;        /* leaves and parents checked */
+    uint64_t entries;      /* entries checked (tombstones included) */
+    uint64_t bad_page;     /* the page of the first fault (0: none, or not one page) */
+    char fault[160];       /* the first fault in words; empty when none */
+} shale_verify_report;
+
+/* shale_verify -- check a database opened read-only: every page of every
+ * segment is read and its checksum verified (leaves, parents, compressed
+ * leaves, overflow and filter runs); keys are in order within and across
+ * pages and each parent's counts and last keys match its children; and
+ * every page of the page file is exactly one of header, live (one segment's)
+ * or free.  The first fault is described in r.
+ * Errors: SHALE_ECORRUPT (a fault; r says which), SHALE_EINVAL (NULL
+ * arguments, or a database not opened read-only), SHALE_EIO, SHALE_ENOMEM. */
+int shale_verify(shale_db *db, shale_verify_report *r);
+
+/* shale_progress_fn -- called now and then by long operations with the
+ * work done and the work in all (both in entries; total may be an estimate). */
+typedef void (*shale_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+/* shale_compact -- write the database at src (which must not be open) into
+ * a new database at dst: every live key of every tree in one freshly written
+ * segment, with the same page size, level factor and compression, and no
+ * free blocks.  src is opened read-only and left as it was; progress (may be
+ * NULL) is called every 65536 entries and at the end.
+ * Errors: SHALE_EINVAL (NULL paths), SHALE_EEXIST (dst already holds a
+ * database; it is left alone), SHALE_ENOENT (no database at src),
+ * SHALE_EBUSY (src or dst open elsewhere), SHALE_ECORRUPT, SHALE_EIO,
+ * SHALE_ENOSPC, SHALE_ENOMEM.  On error dst may hold a partial database. */
+int shale_compact(const char *src, const char *dst, shale_progress_fn progress, void *ctx);
+
 /* shale_stats_get -- fill *st.  Errors: SHALE_EINVAL. */
 int shale_stats_get(shale_db *db, shale_stats *st);
 

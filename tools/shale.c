@@ -1,5 +1,5 @@
 /*
- * shale.c -- the `shale` command-line tool: put, get, del, scan and stat on a
+ * shale.c -- the `shale` command-line tool: put, get, del, scan, stat and check on a
  * database directory, through the public API (include/shale.h) only.
  *
  * Shape.  `shale COMMAND [OPTIONS] DB ARGS...`.  Each command is a row of
@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -112,6 +113,8 @@ static int run_get(cli *c);
 static int run_del(cli *c);
 static int run_scan(cli *c);
 static int run_stat(cli *c);
+static int run_check(cli *c);
+static int run_compact(cli *c);
 
 static const command commands[] = {
     {"put", 3, A_TREE | A_HEX | A_CREATE, "put DB KEY VALUE",
@@ -138,6 +141,17 @@ static const command commands[] = {
      "Print the database's statistics (they cover every tree) as\n"
      "\"name: value\" lines.\n",
      run_stat},
+    {"check", 1, 0, "check DB",
+     "Read every page of every segment, verifying checksums, key order within\n"
+     "and across pages and each parent's counts, and that every page of the\n"
+     "file is exactly one of header, live or free.  Prints the page counts;\n"
+     "on a fault prints it (naming the page) and exits 1.\n",
+     run_check},
+    {"compact", 2, 0, "compact DB OUT",
+     "Write every live key of DB (all trees) into a new database OUT, in one\n"
+     "freshly written segment with no free space.  DB is only read.  OUT must\n"
+     "not exist.  Shows progress on a terminal.\n",
+     run_compact},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -526,6 +540,55 @@ static int run_stat(cli *c)
         st = lib_error("stat", rc);
     }
     return close_db(c, st);
+}
+
+/* run_check -- shale check DB. */
+static int run_check(cli *c)
+{
+    shale_verify_report r;
+    int st = open_db(c, false, false);
+    if (st != EXIT_OK)
+        return st;
+    int rc = shale_verify(c->db, &r);
+    if (rc == SHALE_OK) {
+        printf("%s: ok: %" PRIu64 " pages (%" PRIu64 " header, %" PRIu64 " live, %" PRIu64
+               " free), %" PRIu64 " nodes, %" PRIu64 " entries\n",
+               c->args[0], r.file_pages, r.header_pages, r.live_pages, r.free_pages, r.nodes,
+               r.entries);
+        st = finish_output(EXIT_OK);
+    } else if (rc == SHALE_ECORRUPT) {
+        fprintf(stderr, "shale: check: %s: %s\n", c->args[0], r.fault);
+        st = EXIT_ERR;
+    } else {
+        st = lib_error("check", rc);
+    }
+    return close_db(c, st);
+}
+
+/* compact_progress -- a progress bar on stderr (a terminal only). */
+static void compact_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    (void)ctx;
+    unsigned pct = total ? (unsigned)(done >= total ? 100 : done * 100 / total) : 100;
+    char bar[41];
+    memset(bar, '#', pct * 40 / 100);
+    memset(bar + pct * 40 / 100, '.', 40 - pct * 40 / 100);
+    bar[40] = 0;
+    fprintf(stderr, "\rcompacting [%s] %3u%% %" PRIu64 " entries", bar, pct, done);
+    fflush(stderr);
+}
+
+/* run_compact -- shale compact DB OUT. */
+static int run_compact(cli *c)
+{
+    bool tty = isatty(STDERR_FILENO);
+    int rc = shale_compact(c->args[0], c->args[1], tty ? compact_progress : NULL, NULL);
+    if (tty)
+        fputc('\n', stderr);
+    if (rc != SHALE_OK)
+        return lib_error("compact", rc);
+    printf("%s: compacted into %s\n", c->args[0], c->args[1]);
+    return finish_output(EXIT_OK);
 }
 
 /* --- argument parsing ------------------------------------------------------------ */

@@ -325,6 +325,7 @@ static int open_space(shale_db *db, meta_body *m)
         return SHALE_ENOMEM;
     ERR(node_cache_open(db->opts.cache_size, &db->store.cache));
     ERR(sp_open(&cfg, &db->sp, &body, &len, &created));
+    db->created = created;
     db->store.sp = db->sp;
     if (created || len == 0) {
         memset(m, 0, sizeof *m);

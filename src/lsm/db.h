@@ -90,6 +90,7 @@ struct shale_db {
     bool threads_started, sync_started;
 
     bool recovered;
+    bool created; /* this open created the database */
     atomic_uint_fast64_t st_user_bytes, st_log_bytes, st_flushes, st_merges, st_stalls,
         st_stall_us, st_checkpoints;
     atomic_uint_fast64_t st_leaves_rewritten, st_leaves_recycled, st_merge_pages;
@@ -128,6 +129,7 @@ typedef struct live_cache {
     bool valid, live;
 } live_cache;
 bool db_key_live(live_cache *lc, const uint8_t *ikey, size_t iklen);
+bool db_dead_tree_between(shale_db *db, uint32_t a, uint32_t b);
 void db_next_ids(shale_db *db, uint64_t *id, uint64_t *gen);
 /* merge.c: db_merge_due (ver_mu held) -- whether a merge is due;
  * db_merge_one -- run one (SHALE_NOTFOUND: none due). */

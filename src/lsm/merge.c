@@ -126,6 +126,14 @@ static bool deeper_may_hold(const merge_keep *k, const void *key, size_t klen)
     return false;
 }
 
+static bool merge_span_live(void *ctx, const void *lo, size_t lolen, const void *hi, size_t hilen)
+{
+    merge_keep *k = ctx;
+    uint32_t a = lo && lolen >= IKEY_PREFIX ? get_be32(lo) : 0;
+    uint32_t b = hilen >= IKEY_PREFIX ? get_be32(hi) : 0;
+    return !db_dead_tree_between(k->lc.db, a, b);
+}
+
 static bool merge_keep_fn(void *ctx, const void *key, size_t klen, uint8_t kind)
 {
     merge_keep *k = ctx;
@@ -204,7 +212,8 @@ static int merge_rebuild(shale_db *db, const merge_job *j, seg_segment **out, sp
     src.nsegs = nstream;
     ERR(cur_open(j->v, UINT64_MAX, false, j->from, nstream, false, &ms.c));
     db_next_ids(db, &id, &gen);
-    ERR(seg_rebuild(&db->store, id, gen, j->out_level, dest, &src, merge_keep_fn, &keep, &res));
+    rc_filter keepf = {merge_keep_fn, merge_span_live, &keep};
+    ERR(seg_rebuild(&db->store, id, gen, j->out_level, dest, &src, &keepf, &res));
     ERR(bl_add_list(dead, &res.dead));
     for (size_t i = j->from; i < j->from + nstream; i++) {
         sp_blocklist gone = BL_INIT;
@@ -228,13 +237,14 @@ static int merge_rebuild(shale_db *db, const merge_job *j, seg_segment **out, sp
     *out = res.seg;
     res.seg = NULL;
 err:
-    if (res.seg) { /* failed after the build: its own pages go back */
+    if (res.seg) { /* failed after the build: its own pages go back, here only */
         sp_blocklist own = BL_INIT;
         if (bl_copy(&own, &res.seg->pages) == SHALE_OK &&
             (!dest || bl_subtract(&own, &dest->pages) == SHALE_OK) &&
             bl_subtract(&own, &res.moved) == SHALE_OK)
             (void)fs_retire(sp_freespace_of(db->sp), &own);
         bl_free(&own);
+        bl_clear(fresh); /* (partial: it may still hold dest's or moved pages) */
         seg_unref(res.seg);
     }
     bl_free(&res.dead);

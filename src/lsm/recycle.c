@@ -39,8 +39,7 @@ typedef struct rb {
     rc_stream *src;
     rc_entry se; /* the stream's next entry, when s_valid */
     bool s_valid;
-    rc_keep_fn keep;
-    void *keep_ctx;
+    const rc_filter *flt;
     rc_result *res;
     uint8_t *kb; /* key scratch */
     size_t kcap;
@@ -108,7 +107,7 @@ static int note_key(rb *b, const void *key, size_t klen)
 static int emit_stream(rb *b)
 {
     const rc_entry *e = &b->se;
-    if (b->keep(b->keep_ctx, e->key, e->klen, e->kind)) {
+    if (b->flt->keep(b->flt->ctx, e->key, e->klen, e->kind)) {
         if (e->kind != NODE_KIND_TOMBSTONE && e->val_run) {
             uint64_t n = run_pages(b, e->vlen);
             RET(node_builder_add_ovf(b->nb, e->kind, e->key, e->klen, e->val_run, e->vlen));
@@ -128,7 +127,7 @@ static int emit_dest(rb *b, const node_entry *en, size_t klen)
 {
     if (en->key.ovf_pgno) /* the builder writes the key's run anew */
         RET(dead_add(b, en->key.ovf_pgno, run_pages(b, en->key.klen)));
-    if (!b->keep(b->keep_ctx, b->kb, klen, en->kind)) {
+    if (!b->flt->keep(b->flt->ctx, b->kb, klen, en->kind)) {
         if (en->val_ovf_pgno)
             RET(dead_add(b, en->val_ovf_pgno, run_pages(b, en->vlen)));
         return SHALE_OK;
@@ -280,7 +279,9 @@ static int rb_parent(rb *b, uint64_t pgno, uint32_t h)
         if (cmp > 0) {
             size_t klen;
             ERR(node_key_copy(b->sp, &c.last, &b->kb, &b->kcap, &klen));
-            redo = !b->keep(b->keep_ctx, b->kb, klen, NODE_KIND_VALUE); /* a dropped tree's */
+            /* keys of a dropped tree may lie in it: rewrite to drop them */
+            redo = !b->flt->span_live(b->flt->ctx, b->have_min ? b->max_key : NULL, b->max_len,
+                                      b->kb, klen);
             if (!redo && h == 1)
                 ERR(leaf_thin(b, c.pgno, &redo));
         }
@@ -320,8 +321,8 @@ static int splice(rb *b, size_t i, bool *done)
 {
     const seg_segment *s = b->src->segs[i];
     *done = false;
-    if (!b->keep(b->keep_ctx, s->min_key, s->min_len, NODE_KIND_VALUE) ||
-        !b->keep(b->keep_ctx, s->max_key, s->max_len, NODE_KIND_VALUE))
+    if (!b->flt->span_live(b->flt->ctx, s->min_key, s->min_len, s->max_key, s->max_len) ||
+        !b->flt->keep(b->flt->ctx, s->min_key, s->min_len, NODE_KIND_VALUE))
         return SHALE_OK; /* a dropped tree's keys: let the entries be filtered */
     b->from = s;
     int rc = hash_subtree(b, s->tree.root, s->tree.height);
@@ -379,7 +380,7 @@ static int rb_segment(rb *b, uint64_t id, uint64_t gen, uint32_t level, const no
 
     ERR(filter_builder_finish(&b->fb, FILTER_BITS_PER_KEY, &filter, &flen));
     ERR(seg_create(b->st, &s));
-    ERR(pw_run_write(b->pw, SP_PT_FILTER, filter, flen, &s->filter_pgno));
+    ERR(pw_run_append(b->pw, SP_PT_FILTER, filter, flen, &s->filter_pgno));
     ERR(pw_finish(b->pw, &written));
     /* From here on the written pages are the segment's. */
     if (b->dest) {
@@ -418,13 +419,12 @@ err:
 }
 
 int seg_rebuild(const seg_store *st, uint64_t id, uint64_t gen, uint32_t level,
-                const seg_segment *dest, rc_stream *src, rc_keep_fn keep, void *keep_ctx,
-                rc_result *res)
+                const seg_segment *dest, rc_stream *src, const rc_filter *keep, rc_result *res)
 {
     int rc = SHALE_OK;
     node_tree_info t;
     rb b = {.st = st, .sp = st->sp, .ps = sp_page_size(st->sp), .dest = dest, .src = src,
-            .keep = keep, .keep_ctx = keep_ctx, .res = res};
+            .flt = keep, .res = res};
 
     memset(res, 0, sizeof *res);
     bl_init(&res->dead);

@@ -66,9 +66,16 @@ typedef struct rc_stream {
     size_t nsegs;
 } rc_stream;
 
-/* rc_keep -- whether an entry of the destination or the stream is written
- * out (false: a tombstone with nothing left below, a dropped tree's key). */
-typedef bool (*rc_keep_fn)(void *ctx, const void *key, size_t klen, uint8_t kind);
+/* What a rebuild keeps.  keep -- whether an entry of the destination or the
+ * stream is written out (false: a tombstone with nothing left below, a
+ * dropped tree's key).  span_live -- false when keys in (lo, hi] may belong
+ * to a dropped tree (lo NULL: from the start), so a subtree or segment
+ * covering that span is rewritten, never reused whole. */
+typedef struct rc_filter {
+    bool (*keep)(void *ctx, const void *key, size_t klen, uint8_t kind);
+    bool (*span_live)(void *ctx, const void *lo, size_t lolen, const void *hi, size_t hilen);
+    void *ctx;
+} rc_filter;
 
 typedef struct rc_figures {
     uint64_t leaves_rewritten; /* destination leaves rewritten */
@@ -92,7 +99,7 @@ typedef struct rc_result {
  * written is given back.  Errors: SHALE_EINVAL (stream out of order),
  * SHALE_ECORRUPT, SHALE_EIO, SHALE_ENOMEM, SHALE_ENOSPC. */
 int seg_rebuild(const seg_store *st, uint64_t id, uint64_t gen, uint32_t level,
-                const seg_segment *dest, rc_stream *src, rc_keep_fn keep, void *keep_ctx,
+                const seg_segment *dest, rc_stream *src, const rc_filter *keep,
                 rc_result *res);
 
 #endif

@@ -154,7 +154,8 @@ int seg_build(const seg_store *st, uint64_t id, uint64_t gen, uint32_t level, se
     nb = NULL; /* freed by finish, also on error */
     ERR(rc);
     ERR(filter_builder_finish(&fb, FILTER_BITS_PER_KEY, &filter, &flen));
-    ERR(pw_run_write(pw, SP_PT_FILTER, filter, flen, &seg->filter_pgno));
+    /* in loan order: the loan's unused rest is then the file's free tail */
+    ERR(pw_run_append(pw, SP_PT_FILTER, filter, flen, &seg->filter_pgno));
     /* The last fallible step: after it the pages belong to the segment. */
     ERR(pw_finish(pw, &seg->pages));
     pw_close(pw);

@@ -129,6 +129,21 @@ bool db_key_live(live_cache *lc, const uint8_t *ikey, size_t iklen)
     return lc->live;
 }
 
+/* db_dead_tree_between -- whether a tree id in [a, b] was dropped (or never
+ * finished being created: either way its keys are dead).  A span of more
+ * than 4096 ids answers yes without looking. */
+bool db_dead_tree_between(shale_db *db, uint32_t a, uint32_t b)
+{
+    if (b < a)
+        return false;
+    if (b - a > 4096)
+        return true;
+    for (uint64_t id = a; id <= b; id++)
+        if (!tree_id_live(db, (uint32_t)id))
+            return true;
+    return false;
+}
+
 bool tree_id_live(shale_db *db, uint32_t id)
 {
     if (id <= TREE_ID_DEFAULT)

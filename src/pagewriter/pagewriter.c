@@ -44,6 +44,7 @@
 #define PW_DEFAULT_HINT 64u           /* pages a loan when the caller gives 0 */
 #define PW_RUN_LEN 8u                 /* the u64 length that opens a run */
 #define PW_RUN_CACHED 4u              /* runs this short are read through the cache */
+#define PW_MIN_LOAN 16u               /* a free block shorter than this is left alone */
 
 struct pw_writer {
     sp_space *sp;
@@ -116,6 +117,17 @@ static int pw_loan(pw_writer *pw, uint64_t n, sp_block *blk)
     return rc;
 }
 
+/* pw_loan_upto -- the next loan of a page stream: up to hint pages, from
+ * the earliest free block of at least PW_MIN_LOAN (fs_alloc_upto). */
+static int pw_loan_upto(pw_writer *pw, sp_block *blk)
+{
+    RET(fs_alloc_upto(pw->fs, pw->hint, MIN(pw->hint, (uint64_t)PW_MIN_LOAN), blk));
+    int rc = bl_add(&pw->loaned, blk->first, blk->last);
+    if (rc < 0)
+        (void)fs_release(pw->fs, blk->first, blk->last);
+    return rc;
+}
+
 /* pw_page_alloc -- the number of the next page to write (in loan order). */
 int pw_page_alloc(pw_writer *pw, uint64_t *pgno)
 {
@@ -125,7 +137,7 @@ int pw_page_alloc(pw_writer *pw, uint64_t *pgno)
         return pw->err;
     if (pw->next == pw->end) {
         sp_block blk;
-        RET(pw_loan(pw, pw->hint, &blk));
+        RET(pw_loan_upto(pw, &blk));
         pw->next = blk.first;
         pw->end = blk.last + 1;
     }

@@ -131,6 +131,32 @@ int fs_alloc(sp_freespace *fs, uint64_t want, sp_block *out)
     return rc;
 }
 
+/* fs_alloc_upto -- loan up to `want` pages: the earliest free block of at
+ * least `min` pages, whole if it is shorter than want; else, as fs_alloc,
+ * `want` pages from the tail.  Page streams take it, so free space broken
+ * into blocks shorter than their loan is used before the file grows. */
+int fs_alloc_upto(sp_freespace *fs, uint64_t want, uint64_t min, sp_block *out)
+{
+    int rc;
+
+    if (want == 0 || min == 0 || min > want || out == NULL)
+        return SHALE_EINVAL;
+    pthread_mutex_lock(&fs->mu);
+    const sp_blocklist *fl = &fs->free;
+    uint64_t take = want;
+    for (size_t i = 0; i < fl->n; i++) {
+        uint64_t len = fl->v[i].last - fl->v[i].first + 1;
+        bool tail = fl->v[i].last + 1 == fs->file_pages;
+        if (len >= min && !tail) {
+            take = MIN(len, want);
+            break;
+        }
+    }
+    rc = fs_alloc_locked(fs, take, out);
+    pthread_mutex_unlock(&fs->mu);
+    return rc;
+}
+
 /* fs_block_ok -- whether {first, last} is a sane block inside the file. */
 static bool fs_block_ok(const sp_freespace *fs, uint64_t first, uint64_t last)
 {

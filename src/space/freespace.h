@@ -35,6 +35,10 @@ void fs_destroy(sp_freespace *fs);
 
 /* fs_alloc -- loan a block of exactly `want` pages (want >= 1). */
 int fs_alloc(sp_freespace *fs, uint64_t want, sp_block *out);
+/* fs_alloc_upto -- loan between min and want pages: the earliest free block
+ * of at least min pages (all of it, up to want) before growing the file.
+ * Errors as fs_alloc; SHALE_EINVAL unless 1 <= min <= want. */
+int fs_alloc_upto(sp_freespace *fs, uint64_t want, uint64_t min, sp_block *out);
 /* fs_release -- give back loaned, never-published pages: free at once. */
 int fs_release(sp_freespace *fs, uint64_t first, uint64_t last);
 /* fs_retire -- pages a commit stopped referencing: pending.

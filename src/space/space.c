@@ -267,6 +267,13 @@ uint32_t sp_page_size(const sp_space *sp)
     return sp->page_size;
 }
 
+/* sp_header_pages -- slots 0 and 1 and the spill run. */
+int sp_header_pages(const sp_space *sp, sp_blocklist *out)
+{
+    RET(bl_add(out, 0, SP_FIRST_DATA_PAGE - 1));
+    return sp->spill.first ? bl_add(out, sp->spill.first, sp->spill.last) : SHALE_OK;
+}
+
 /* sp_set_cache_bytes -- the page cache's new budget. */
 void sp_set_cache_bytes(sp_space *sp, size_t bytes)
 {

@@ -60,6 +60,9 @@ int sp_open(const sp_config *cfg, sp_space **spp, void **meta, size_t *metalen, 
 void sp_close(sp_space *sp);
 
 uint32_t sp_page_size(const sp_space *sp);
+/* sp_header_pages -- the pages the header itself takes: the two slots and
+ * the spill run of the last durable checkpoint (into *out, bl_init'ed). */
+int sp_header_pages(const sp_space *sp, sp_blocklist *out);
 /* sp_set_cache_bytes -- change the page cache's budget. */
 void sp_set_cache_bytes(sp_space *sp, size_t bytes);
 sp_freespace *sp_freespace_of(sp_space *sp);

@@ -1029,3 +1029,148 @@ Test(api, key_of_exactly_the_maximum_size_round_trips)
     free(k2);
     cr_assert_eq(shale_close(db), SHALE_OK);
 }
+
+/* ---- shale_compact -------------------------------------------------------- */
+
+/* tree_dump -- every key and value of tree `name` as "k=v;" text (malloc'd). */
+static char *tree_dump(shale_db *db, const char *name)
+{
+    shale_tree *t;
+    shale_iter *it;
+    size_t cap = 1 << 16, len = 0;
+    char *out = malloc(cap);
+    cr_assert_eq(shale_open_tree(db, name, &t), SHALE_OK);
+    cr_assert_eq(shale_iter_open(t, &it), SHALE_OK);
+    for (int rc = shale_iter_first(it); rc == SHALE_OK; rc = shale_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = shale_iter_key(it, &kl), *v = shale_iter_value(it, &vl);
+        while (len + kl + vl + 3 > cap)
+            out = realloc(out, cap *= 2);
+        memcpy(out + len, k, kl);
+        len += kl;
+        out[len++] = '=';
+        memcpy(out + len, v, vl);
+        len += vl;
+        out[len++] = ';';
+    }
+    shale_iter_close(it);
+    out[len] = 0;
+    return out;
+}
+
+/* open_ro_stats -- the database at path, read-only, and its stats. */
+static shale_db *open_ro_stats(const char *path, shale_stats *st)
+{
+    shale_options ro;
+    shale_db *db;
+    shale_options_default(&ro);
+    ro.read_only = true;
+    cr_assert_eq(shale_open(path, &ro, &db), SHALE_OK);
+    cr_assert_eq(shale_stats_get(db, st), SHALE_OK);
+    return db;
+}
+
+Test(api, compact_copies_every_tree_into_a_file_without_free_space, .timeout = 300)
+{
+    char src[300], dst[300], fault[200];
+    shale_options o;
+    shale_db *db;
+    shale_tree *t[3];
+    const char *names[3] = {"alpha", "beta", "gamma"};
+    snprintf(src, sizeof src, "%s/src", dir);
+    snprintf(dst, sizeof dst, "%s/dst", dir);
+    shale_options_default(&o);
+    o.memtable_size = 64u << 10;
+    o.page_size = 1024;
+    o.level_factor = 3;
+    o.compression = SHALE_COMPRESSION_LZ4;
+    cr_assert_eq(shale_open(src, &o, &db), SHALE_OK);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(shale_open_tree(db, names[i], &t[i]), SHALE_OK);
+    char k[32], v[600];
+    for (int i = 0; i < 20000; i++) {
+        int n = snprintf(k, sizeof k, "k%06d", (i * 7919) % 20000);
+        size_t vl = (size_t)snprintf(v, sizeof v, "value %d %s", i, i % 50 ? "" : "........");
+        cr_assert_eq(shale_insert(t[i % 3], k, (size_t)n, v, vl, NULL), SHALE_OK);
+        if (i % 5 == 0)
+            cr_assert_eq(shale_remove(t[(i + 1) % 3], k, (size_t)n, NULL), SHALE_OK);
+    }
+    cr_assert_eq(shale_drop_tree(db, "beta"), SHALE_OK);
+    char *want[3] = {tree_dump(db, "alpha"), NULL, tree_dump(db, "gamma")};
+    cr_assert_eq(shale_close(db), SHALE_OK);
+
+    cr_assert_eq(shale_compact(src, dst, NULL, NULL), SHALE_OK);
+    cr_assert_eq(tu_verify(dst, fault, sizeof fault), SHALE_OK, "%s", fault);
+    cr_assert_eq(tu_verify(src, fault, sizeof fault), SHALE_OK, "%s", fault);
+    shale_stats st;
+    db = open_ro_stats(dst, &st);
+    cr_assert_eq(st.compression, SHALE_COMPRESSION_LZ4);
+    cr_assert_eq(st.page_size, 1024);
+    cr_assert_eq(st.free_pages, 0, "no free blocks");
+    cr_assert_eq(st.segments, 1);
+    for (int i = 0; i < 3; i += 2) {
+        char *got = tree_dump(db, names[i]);
+        cr_assert_str_eq(got, want[i], "tree %s", names[i]);
+        free(got);
+    }
+    cr_assert_eq(shale_open_tree(db, "beta", &t[1]), SHALE_EREADONLY, "dropped stays dropped");
+    cr_assert_eq(shale_close(db), SHALE_OK);
+
+    /* a new tree in the copy gets a fresh id: the others are unchanged */
+    cr_assert_eq(shale_open(dst, NULL, &db), SHALE_OK);
+    shale_tree *nt;
+    cr_assert_eq(shale_open_tree(db, "delta", &nt), SHALE_OK);
+    cr_assert_eq(shale_insert(nt, "k000001", 7, "new", 3, NULL), SHALE_OK);
+    char *again = tree_dump(db, "alpha");
+    cr_assert_str_eq(again, want[0]);
+    free(again);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+
+    /* an existing destination is refused and left alone */
+    cr_assert_eq(shale_compact(src, dst, NULL, NULL), SHALE_EEXIST);
+    cr_assert_eq(tu_verify(dst, fault, sizeof fault), SHALE_OK, "%s", fault);
+    snprintf(dst, sizeof dst, "%s/missing-src", dir);
+    cr_assert_eq(shale_compact(dst, src, NULL, NULL), SHALE_ENOENT);
+    cr_assert_eq(shale_compact(NULL, src, NULL, NULL), SHALE_EINVAL);
+    free(want[0]);
+    free(want[2]);
+}
+
+static void count_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    (void)total;
+    *(uint64_t *)ctx = done;
+}
+
+Test(api, compacting_an_emptied_database_leaves_a_few_pages)
+{
+    char src[300], dst[300];
+    shale_db *db;
+    shale_tree *t;
+    snprintf(src, sizeof src, "%s/src", dir);
+    snprintf(dst, sizeof dst, "%s/dst", dir);
+    shale_options o;
+    shale_options_default(&o);
+    o.memtable_size = 64u << 10;
+    cr_assert_eq(shale_open(src, &o, &db), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
+    char k[32];
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < 30000; i++) {
+            int n = snprintf(k, sizeof k, "key%07d", i);
+            if (pass == 0)
+                cr_assert_eq(shale_insert(t, k, (size_t)n, "some value of forty bytes or so......",
+                                          38, NULL),
+                             SHALE_OK);
+            else
+                cr_assert_eq(shale_remove(t, k, (size_t)n, NULL), SHALE_OK);
+        }
+    cr_assert_eq(shale_close(db), SHALE_OK);
+    uint64_t done = UINT64_MAX;
+    cr_assert_eq(shale_compact(src, dst, count_progress, &done), SHALE_OK);
+    cr_assert_lt(done, 10, "only catalog entries were live: %llu", (unsigned long long)done);
+    shale_stats st;
+    db = open_ro_stats(dst, &st);
+    cr_assert_leq(st.file_pages, 8, "%llu pages", (unsigned long long)st.file_pages);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+}

@@ -189,8 +189,8 @@ Test(cli, help_goes_to_stdout_and_exits_zero)
 
 Test(cli, every_command_has_help)
 {
-    const char *cmds[] = {"put", "get", "del", "scan", "stat"};
-    for (size_t i = 0; i < 5; i++) {
+    const char *cmds[] = {"put", "get", "del", "scan", "stat", "check", "compact"};
+    for (size_t i = 0; i < 7; i++) {
         char want[64];
         snprintf(want, sizeof want, "usage: shale %s", cmds[i]);
         cli_result r = run(cmds[i], "--help", NULL);
@@ -369,6 +369,63 @@ Test(cli, double_dash_allows_leading_dashes)
 {
     expect_ok(run("put", dbpath, "--", "-k", "-v", NULL), "");
     expect_ok(run("get", dbpath, "--", "-k", NULL), "-v\n");
+}
+
+Test(cli, check_passes_a_sound_database_and_names_a_bad_page)
+{
+    char key[16];
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof key, "key%03d", i);
+        expect_ok(run("put", dbpath, key, "some value", NULL), "");
+    }
+    cli_result r = run("check", dbpath, NULL);
+    expect(&r, 0, NULL);
+    cr_expect_not_null(strstr(r.out, ": ok:"), "%s", r.out);
+    result_free(&r);
+    expect_fail(run("check", "/nonexistent/db", NULL), 1, "shale: ");
+    /* damage the page that holds the data (the last page written) */
+    char path[700];
+    snprintf(path, sizeof path, "%s/data", dbpath);
+    FILE *f = fopen(path, "r+b");
+    cr_assert_not_null(f);
+    cr_assert_eq(fseek(f, 0, SEEK_END), 0);
+    long size = ftell(f);
+    cr_assert_gt(size, 3 * 4096);
+    int hit = 0;
+    for (long off = 2 * 4096 + 100; off < size; off += 4096) { /* every data page */
+        cr_assert_eq(fseek(f, off, SEEK_SET), 0);
+        int c = fgetc(f);
+        cr_assert_eq(fseek(f, off, SEEK_SET), 0);
+        fputc(c ^ 1, f);
+        hit++;
+    }
+    fclose(f);
+    cr_assert_gt(hit, 0);
+    r = run("check", dbpath, NULL);
+    cr_expect_eq(r.status, 1, "status %d: %s %s", r.status, r.out, r.err);
+    cr_expect_not_null(strstr(r.err, "shale: "), "%s", r.err);
+    result_free(&r);
+}
+
+Test(cli, compact_writes_a_copy_and_refuses_an_existing_one)
+{
+    char out[700];
+    snprintf(out, sizeof out, "%s-compacted", dbpath);
+    expect_ok(run("put", dbpath, "a", "1", NULL), "");
+    expect_ok(run("put", dbpath, "b", "2", NULL), "");
+    expect_ok(run("del", dbpath, "a", NULL), "");
+    cli_result r = run("compact", dbpath, out, NULL);
+    expect(&r, 0, NULL);
+    cr_expect_not_null(strstr(r.out, "compacted into"), "%s", r.out);
+    result_free(&r);
+    expect_ok(run("scan", out, NULL), "b\t2\n");
+    r = run("check", out, NULL);
+    expect(&r, 0, NULL);
+    cr_expect_not_null(strstr(r.out, " 0 free"), "%s", r.out);
+    result_free(&r);
+    expect_fail(run("compact", dbpath, out, NULL), 1, "exists");
+    expect_fail(run("compact", dbpath, NULL), 2, "");
+    tu_rmrf(out);
 }
 
 Test(cli, stat_prints_every_statistic)

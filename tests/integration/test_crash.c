@@ -236,6 +236,9 @@ Test(crash, recovered_state_is_a_prefix_with_every_flushed_batch, .timeout = 900
         cr_assert(flushed == 0 || flushed >= c.first_gen);
         uint64_t lo = flushed > G ? flushed : G;
         G = verify(dir, &c.opts, &m, lo, UINT64_MAX, r, NULL);
+        char fault[200];
+        cr_assert_eq(tu_verify(dir, fault, sizeof fault), SHALE_OK, "round %d: check: %s", r,
+                     fault);
     }
     fprintf(stderr, "crash: %d rounds, %" PRIu64 " flushes reported, last generation %" PRIu64 "\n",
             rounds, total_flushes, G);

@@ -702,6 +702,9 @@ static void run_model(int compression, uint64_t base_ops, uint64_t salt)
     free(c->kbuf);
     free(c->kbuf2);
     free(c->vbuf);
+    char fault[200];
+    cr_assert_eq(tu_verify(c->dir, fault, sizeof fault), SHALE_OK, "check: %s (seed %llu)", fault,
+                 (unsigned long long)c->seed);
     tu_rmrf(c->dir);
     free(c);
 }

@@ -27,6 +27,13 @@ static void small_opts(shale_options *o)
 static void setup(void) { cr_assert_eq(tu_tmpdir(dir, sizeof dir), 0); }
 static void teardown(void) { tu_rmrf(dir); }
 
+/* checked -- the database at dir passes shale_verify. */
+static void checked(void)
+{
+    char fault[200];
+    cr_assert_eq(tu_verify(dir, fault, sizeof fault), SHALE_OK, "check: %s", fault);
+}
+
 static void kv(int i, int gen, char *k, char *v)
 {
     snprintf(k, 32, "k%08d", i);
@@ -106,6 +113,7 @@ Test(db, writes_survive_writeouts_merges_and_reopen, .init = setup, .fini = tear
     cr_assert_eq(i, n);
     shale_iter_close(it);
     cr_assert_eq(shale_close(db), SHALE_OK);
+    checked();
 }
 
 /* level_check -- regular levels in strictly increasing order and each
@@ -182,6 +190,7 @@ Test(db, levels_form_below_the_young_segments, .init = setup, .fini = teardown, 
     cr_assert_geq(most, 2, "with level_factor 2 the data spreads over levels");
     free(gen);
     cr_assert_eq(shale_close(db), SHALE_OK);
+    checked();
 }
 
 /* seq_value -- the value of key i: 60 bytes, every 50th a few KiB (a run). */
@@ -248,6 +257,7 @@ Test(db, sequential_loads_are_written_about_once, .init = setup, .fini = teardow
     cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
     cr_assert_geq(st.levels, 1);
     cr_assert_eq(shale_close(db), SHALE_OK);
+    checked();
 }
 
 /* Random overwrites: merges rewrite the leaves the new keys land in, reuse
@@ -287,6 +297,112 @@ Test(db, merges_recycle_untouched_leaves, .init = setup, .fini = teardown, .time
     cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
     seq_check(t, n);
     cr_assert_eq(shale_close(db), SHALE_OK);
+    checked();
+}
+
+/* A dropped tree's keys leave the segments as merges pass over them, even
+ * inside subtrees that would otherwise be reused whole. */
+Test(db, merges_purge_a_dropped_trees_keys, .init = setup, .fini = teardown, .timeout = 300)
+{
+    shale_options o;
+    shale_db *db;
+    shale_tree *t[3];
+    const char *names[3] = {"a", "b", "c"};
+    small_opts(&o);
+    o.level_factor = 2;
+    o.max_young_segments = 2;
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(shale_open_tree(db, names[i], &t[i]), SHALE_OK);
+    const int n = 5000, more = 40000;
+    char k[32], v[64];
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < 3; j++) {
+            kv(i, j, k, v);
+            cr_assert_eq(shale_insert(t[j], k, strlen(k), v, strlen(v), NULL), SHALE_OK);
+        }
+    cr_assert_eq(shale_drop_tree(db, "b"), SHALE_OK);
+    for (int i = n; i < n + more; i++) { /* new keys in a only */
+        kv(i, 0, k, v);
+        cr_assert_eq(shale_insert(t[0], k, strlen(k), v, strlen(v), NULL), SHALE_OK);
+    }
+    cr_assert_eq(shale_close(db), SHALE_OK);
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    shale_stats st;
+    cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+    cr_log_info("entries %llu, live keys %d", (unsigned long long)st.entries, n + more + n);
+    cr_assert_lt(st.entries, (uint64_t)(n + more + n + 100),
+                 "b's %d keys are (mostly) gone: %llu entries", n,
+                 (unsigned long long)st.entries);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+    checked();
+}
+
+/* One key overwritten 10,000 times leaves next to nothing on disk. */
+Test(db, overwrites_of_one_key_leave_little_behind, .init = setup, .fini = teardown)
+{
+    shale_options o;
+    shale_db *db;
+    shale_tree *t;
+    small_opts(&o);
+    o.page_size = 4096;
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
+    char v[64];
+    for (int i = 0; i < 10000; i++) {
+        int n = snprintf(v, sizeof v, "version %d of the one value", i);
+        cr_assert_eq(shale_insert(t, "the-key", 7, v, (size_t)n, NULL), SHALE_OK);
+    }
+    cr_assert_eq(shale_flush(db), SHALE_OK);
+    shale_stats st;
+    cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+    cr_assert_gt(st.flushes, 0, "memtables were written out");
+    cr_assert_leq(st.live_pages * st.page_size, 64u << 10, "%llu live pages",
+                  (unsigned long long)st.live_pages);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+    checked();
+}
+
+/* Steady state: overwriting the same keys round after round, the file stops
+ * growing: freed pages are reused (seeds/004's complaint). */
+Test(db, the_file_stops_growing_under_overwrites, .init = setup, .fini = teardown,
+     .timeout = 900)
+{
+    shale_options o;
+    shale_db *db;
+    shale_tree *t;
+    shale_options_default(&o);
+    o.memtable_size = 1u << 20;
+    o.flush_every_ms = 0;
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
+    const int n = (int)tu_scaled(200000), rounds = 20;
+    uint64_t size5 = 0, size = 0;
+    tu_rng r;
+    tu_rng_seed(&r, tu_seed());
+    char k[32], v[100];
+    for (int round = 1; round <= rounds; round++) {
+        for (int j = 0; j < n; j++) {
+            int i = (int)tu_rng_range(&r, (uint64_t)n);
+            int kl = snprintf(k, sizeof k, "key%09d", i);
+            snprintf(v, sizeof v, "round %d value of key %d ......................................",
+                     round, i);
+            cr_assert_eq(shale_insert(t, k, (size_t)kl, v, 80, NULL), SHALE_OK);
+        }
+        shale_stats st;
+        cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+        size = st.file_bytes;
+        if (round == 5)
+            size5 = size;
+        if (round % 5 == 0)
+            cr_log_info("round %d: file %llu bytes, live %llu pages, levels %llu", round,
+                        (unsigned long long)size, (unsigned long long)st.live_pages,
+                        (unsigned long long)st.levels);
+    }
+    cr_assert_leq(size * 10, size5 * 13, "file %llu bytes after round %d, %llu after round 5",
+                  (unsigned long long)size, rounds, (unsigned long long)size5);
+    cr_assert_eq(shale_close(db), SHALE_OK);
+    checked();
 }
 
 Test(db, unflushed_log_is_replayed_after_a_crash, .init = setup, .fini = teardown)

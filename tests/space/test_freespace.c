@@ -91,6 +91,27 @@ Test(freespace, alloc_reuses_the_earliest_block_that_fits)
     counts(9, 0);
 }
 
+Test(freespace, alloc_upto_takes_shorter_free_blocks_before_growing)
+{
+    sp_block b;
+    fs = fs_with(200, 3, (uint64_t[]){10, 19, 30, 99, 150, 199});
+    /* the earliest block of at least 16: [30, 99], 64 of it */
+    cr_assert_eq(fs_alloc_upto(fs, 64, 16, &b), SHALE_OK);
+    cr_assert_eq(b.first, 30);
+    cr_assert_eq(b.last, 93);
+    /* [94, 99] is too short for 16: the 10-page block is too; the tail grows */
+    cr_assert_eq(fs_alloc_upto(fs, 64, 16, &b), SHALE_OK);
+    cr_assert_eq(b.first, 150);
+    cr_assert_eq(b.last, 213);
+    /* a short block whole when min allows it */
+    cr_assert_eq(fs_alloc_upto(fs, 64, 8, &b), SHALE_OK);
+    cr_assert_eq(b.first, 10);
+    cr_assert_eq(b.last, 19);
+    cr_assert_eq(fs_alloc_upto(fs, 4, 8, &b), SHALE_EINVAL);
+    cr_assert_eq(fs_alloc_upto(fs, 4, 0, &b), SHALE_EINVAL);
+    cr_assert_eq(fs_alloc_upto(fs, 0, 0, &b), SHALE_EINVAL);
+}
+
 Test(freespace, alloc_grows_the_file_when_nothing_fits)
 {
     fs = fs_with(100, 1, (uint64_t[]){10, 12});

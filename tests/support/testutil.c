@@ -7,6 +7,8 @@
 #endif
 #include "testutil.h"
 
+#include "shale.h"
+
 #include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
@@ -183,4 +185,27 @@ uint64_t tu_scaled(uint64_t n)
     if (v >= 1.8e19)
         return UINT64_MAX;
     return (uint64_t)v;
+}
+
+/* tu_verify -- a read-only open, shale_verify, close. */
+int tu_verify(const char *dir, char *fault, size_t n)
+{
+    shale_options o;
+    shale_db *db;
+    shale_verify_report r;
+    shale_options_default(&o);
+    o.read_only = true;
+    o.create_if_missing = false;
+    if (n)
+        fault[0] = 0;
+    int rc = shale_open(dir, &o, &db);
+    if (rc != SHALE_OK) {
+        snprintf(fault, n, "open: %s", shale_strerror(rc));
+        return rc;
+    }
+    rc = shale_verify(db, &r);
+    if (rc != SHALE_OK)
+        snprintf(fault, n, "%s", r.fault[0] ? r.fault : shale_strerror(rc));
+    int crc = shale_close(db);
+    return rc != SHALE_OK ? rc : crc;
 }

@@ -52,4 +52,8 @@ double tu_scale(void);
 /* tu_scaled -- n * tu_scale(), at least 1. */
 uint64_t tu_scaled(uint64_t n);
 
+/* tu_verify -- open the database at dir read-only and shale_verify it:
+ * returns its result (or the open's error); the fault, if any, in fault. */
+int tu_verify(const char *dir, char *fault, size_t n);
+
 #endif /* SHALE_TEST_TESTUTIL_H */
