@@ -275,7 +275,7 @@ typedef struct shale_stats {
     uint64_t cache_hits;
     uint64_t cache_misses;
     uint64_t write_stalls;     /* times a writer waited for a memtable write-out */
-    uint64_t stall_micros;
+    uint64_t stall_micros;     /* time writers waited, stalls and slowdowns */
     bool recovered;            /* the last open replayed a log after an unclean stop */
     int compression;           /* the database's SHALE_COMPRESSION_* (fixed at creation) */
     uint64_t leaves;           /* leaves of all segments */
@@ -286,6 +286,12 @@ typedef struct shale_stats {
     uint64_t merge_leaves_rewritten; /* since open: leaves merges rewrote */
     uint64_t merge_leaves_recycled;  /* ... and reused by page reference */
     uint64_t merge_bytes_written;    /* ... and bytes of pages merges wrote */
+    uint64_t merge_keys_promoted;    /* ... entries merged down into a level */
+    uint64_t merge_parents_written;  /* ... parent pages merges wrote */
+    uint64_t merge_micros;           /* ... time spent merging */
+    uint64_t write_slowdowns;  /* times a writer was slowed (a millisecond at most)
+                                  because merges were behind */
+    uint64_t stall_max_micros; /* the longest single wait of a writer */
     uint64_t levels;           /* regular levels holding a segment */
     uint64_t level_bytes[SHALE_STATS_LEVELS]; /* [0] young segments, [n] level n
                                   (levels beyond the array add to its last) */

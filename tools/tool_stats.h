@@ -63,6 +63,11 @@ static const ts_row ts_rows[] = {
     {"merge leaves rewritten", offsetof(shale_stats, merge_leaves_rewritten), TS_COUNT},
     {"merge leaves recycled", offsetof(shale_stats, merge_leaves_recycled), TS_COUNT},
     {"merge bytes written", offsetof(shale_stats, merge_bytes_written), TS_BYTES},
+    {"merge keys promoted", offsetof(shale_stats, merge_keys_promoted), TS_COUNT},
+    {"merge parents written", offsetof(shale_stats, merge_parents_written), TS_COUNT},
+    {"merge time (us)", offsetof(shale_stats, merge_micros), TS_COUNT},
+    {"write slowdowns", offsetof(shale_stats, write_slowdowns), TS_COUNT},
+    {"longest stall (us)", offsetof(shale_stats, stall_max_micros), TS_COUNT},
 };
 
 /* The width of the label column: room for the longest label and its colon. */

@@ -186,6 +186,11 @@ int shale_stats_get(shale_db *db, shale_stats *st)
     st->merge_leaves_rewritten = atomic_load(&db->st_leaves_rewritten);
     st->merge_leaves_recycled = atomic_load(&db->st_leaves_recycled);
     st->merge_bytes_written = atomic_load(&db->st_merge_pages) * st->page_size;
+    st->merge_keys_promoted = atomic_load(&db->st_merge_keys);
+    st->merge_parents_written = atomic_load(&db->st_merge_parents);
+    st->merge_micros = atomic_load(&db->st_merge_us);
+    st->write_slowdowns = atomic_load(&db->st_slowdowns);
+    st->stall_max_micros = atomic_load(&db->st_stall_max_us);
     st->compression = db->opts.compression;
     node_cache_stats ns;
     node_cache_stats_get(db->store.cache, &ns);

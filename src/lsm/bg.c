@@ -117,7 +117,7 @@ static int install_written(shale_db *db, mt_table *mt, uint64_t last_seq, seg_se
             imm[n++] = cur->imm[i];
     rc = ver_new_around(cur->zb, &cur->mem, imm, n, seg, cur->segs, cur->nsegs, NULL, &v);
     if (rc == SHALE_OK) {
-        db->current = v;
+        db_set_current(db, v);
         if (last_seq > db->ckpt_seq)
             db->ckpt_seq = last_seq;
         pthread_cond_broadcast(&db->room_cv);
@@ -320,7 +320,7 @@ static int install_fresh_active(shale_db *db, uint64_t log_no, uint64_t last, se
     rc = ver_new_around(cur->zb, &fresh, cur->imm, cur->nimm, seg, cur->segs, cur->nsegs, NULL,
                         &v);
     if (rc == SHALE_OK) {
-        db->current = v;
+        db_set_current(db, v);
         db->active = fresh.mt;
         db->ckpt_seq = last;
         ver_unref(cur);

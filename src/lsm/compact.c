@@ -69,7 +69,7 @@ static int cp_install(shale_db *db, seg_segment *seg)
     ver_version *cur = db->current;
     rc = ver_new(cur->zb, &cur->mem, cur->imm, cur->nimm, &seg, 1, &nv);
     if (rc == SHALE_OK) {
-        db->current = nv;
+        db_set_current(db, nv);
         ver_unref(cur);
     }
     pthread_mutex_unlock(&db->ver_mu);

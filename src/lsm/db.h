@@ -93,7 +93,13 @@ struct shale_db {
     bool created; /* this open created the database */
     atomic_uint_fast64_t st_user_bytes, st_log_bytes, st_flushes, st_merges, st_stalls,
         st_stall_us, st_checkpoints;
-    atomic_uint_fast64_t st_leaves_rewritten, st_leaves_recycled, st_merge_pages;
+    /* smooth back-pressure (write.c): young segments beyond
+     * max_young_segments in the current version, and the delay owed */
+    atomic_uint young_excess;
+    atomic_uint_fast64_t delay_debt_ns;
+    atomic_uint_fast64_t st_slowdowns, st_stall_max_us;
+    atomic_uint_fast64_t st_leaves_rewritten, st_leaves_recycled, st_merge_pages,
+        st_merge_keys, st_merge_parents, st_merge_us;
 };
 
 /* Internal entry points shared by the lsm files. */
@@ -109,6 +115,9 @@ void db_stop_threads(shale_db *db);
 int db_flush_memtables(shale_db *db); /* write out every memtable (close) */
 int db_checkpoint(shale_db *db);
 int db_switch_memtable(shale_db *db); /* with write_mu held */
+/* db_set_current -- with ver_mu held: install v as the current version (the
+ * old one's reference is the caller's) and update the back-pressure. */
+void db_set_current(shale_db *db, ver_version *v);
 int db_open_log(shale_db *db, uint64_t no, db_log **out);
 int db_remove_logs_below(shale_db *db, uint64_t keep);
 uint64_t db_log_bytes(shale_db *db);

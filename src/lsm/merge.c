@@ -36,6 +36,7 @@
  * pages.
  */
 #include <stdlib.h>
+#include <time.h>
 
 #include "../space/common.h"
 #include "cursor.h"
@@ -234,6 +235,8 @@ static int merge_rebuild(shale_db *db, const merge_job *j, seg_segment **out, sp
     atomic_fetch_add(&db->st_leaves_rewritten, res.fig.leaves_rewritten);
     atomic_fetch_add(&db->st_leaves_recycled, res.fig.leaves_recycled);
     atomic_fetch_add(&db->st_merge_pages, res.fig.pages_written);
+    atomic_fetch_add(&db->st_merge_keys, res.fig.entries_in);
+    atomic_fetch_add(&db->st_merge_parents, res.fig.parents_written);
     *out = res.seg;
     res.seg = NULL;
 err:
@@ -299,7 +302,7 @@ static int merge_install(shale_db *db, const merge_job *j, seg_segment *out, sp_
         ERR_SET(SHALE_ECORRUPT);
     ERR(ver_new(cur->zb, &cur->mem, cur->imm, cur->nimm, segs, n, &nv));
     ERR(zb_add(db->zb, cur->node.id, dead));
-    db->current = nv;
+    db_set_current(db, nv);
     nv = NULL;
     ver_unref(cur); /* the db's reference */
     pthread_cond_broadcast(&db->room_cv);
@@ -316,6 +319,8 @@ int db_merge_one(shale_db *db)
     seg_segment *out = NULL;
     sp_blocklist dead = BL_INIT, fresh = BL_INIT;
 
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     pthread_mutex_lock(&db->ver_mu);
     bool due = merge_pick(db, db->current, &j);
     if (due) {
@@ -341,7 +346,11 @@ int db_merge_one(shale_db *db)
     bl_free(&dead);
     bl_free(&fresh);
     ver_unref(j.v);
-    if (rc == SHALE_OK)
+    if (rc == SHALE_OK) {
+        clock_gettime(CLOCK_MONOTONIC, &t1);
         atomic_fetch_add(&db->st_merges, 1);
+        atomic_fetch_add(&db->st_merge_us, (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000u +
+                                               (uint64_t)(t1.tv_nsec - t0.tv_nsec) / 1000);
+    }
     return rc;
 }

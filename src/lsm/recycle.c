@@ -224,15 +224,17 @@ err:
 
 static int rb_parent(rb *b, uint64_t pgno, uint32_t h);
 
-/* leaf_thin -- whether a leaf is less than half full (of a page, or of the
- * largest image for a compressed one): such a leaf is rewritten even when
- * untouched, so the partial leaves recycling leaves behind are merged into
- * their neighbours by the next merge that passes. */
+/* leaf_thin -- whether a leaf is less than half full: of a page, or for a
+ * compressed leaf of two pages (images are filled to compress into whole
+ * pages, so their size varies with the data; under two pages' worth is a
+ * leaf recycling cut short).  Such a leaf is rewritten even when untouched,
+ * so the partial leaves recycling leaves behind are merged into their
+ * neighbours by the next merge that passes. */
 static int leaf_thin(rb *b, uint64_t pgno, bool *thin)
 {
     node_ref r;
     RET(pin(b, pgno, &r));
-    uint32_t full = r.img ? node_image_size(b->ps) : b->ps;
+    uint32_t full = r.img ? 4 * b->ps : b->ps;
     *thin = SP_PAGE_HDR + sp_page_used(r.data) < full / 2;
     node_unpin(b->sp, &r);
     return SHALE_OK;
@@ -406,6 +408,7 @@ static int rb_segment(rb *b, uint64_t id, uint64_t gen, uint32_t level, const no
     s->max_len = b->max_len;
     b->min_key = b->max_key = NULL;
     b->res->fig.pages_written = bl_pages(&written);
+    b->res->fig.parents_written = t->parents;
     *out = s;
     s = NULL;
 err:

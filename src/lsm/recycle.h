@@ -83,6 +83,7 @@ typedef struct rc_figures {
     uint64_t leaves_recycled;  /* leaves inside them */
     uint64_t entries_in;       /* stream entries written */
     uint64_t segs_spliced;     /* stream segments taken whole */
+    uint64_t parents_written;  /* parent pages written */
     uint64_t pages_written;
 } rc_figures;
 

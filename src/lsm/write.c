@@ -15,6 +15,14 @@
  * DB_MAX_IMM memtables are already waiting, or merges are so far behind that
  * there are more than twice max_young_segments segments, the writer waits for
  * the background threads (counted in the stall statistics).
+ *
+ * Smooth back-pressure.  Before that hard limit, writes are slowed in
+ * proportion to how far merges are behind: with e young segments beyond
+ * max_young_segments, each byte written owes e * DB_SLOW_NS_PER_BYTE ns of
+ * delay (so the write rate is held near 64 MB/s / e).  The debt is shared;
+ * the writer that brings it past DB_SLOW_QUANTUM_NS pays it by waiting on
+ * room_cv (a version install, e.g. a finished merge, ends the wait early),
+ * so most writes never wait and none waits more than a quantum at a time.
  */
 #include <stdlib.h>
 #include <time.h>
@@ -38,6 +46,53 @@ static uint64_t now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* note_stall -- count a writer's wait of us microseconds. */
+static void note_stall(shale_db *db, uint64_t us)
+{
+    atomic_fetch_add(&db->st_stall_us, us);
+    uint64_t max = atomic_load(&db->st_stall_max_us);
+    while (us > max && !atomic_compare_exchange_weak(&db->st_stall_max_us, &max, us))
+        ;
+}
+
+#define DB_SLOW_NS_PER_BYTE 16u          /* 1 / (64 MB/s), per excess young segment */
+#define DB_SLOW_QUANTUM_NS 1000000u      /* debts are paid a millisecond at a time */
+
+void db_set_current(shale_db *db, ver_version *v)
+{
+    db->current = v;
+    size_t young = db_young_count(v), max = db->opts.max_young_segments;
+    atomic_store(&db->young_excess, young > max ? (unsigned)(young - max) : 0u);
+    pthread_cond_broadcast(&db->room_cv);
+}
+
+/* slow_down -- smooth back-pressure for a write of n bytes (no lock held). */
+static void slow_down(shale_db *db, uint64_t n)
+{
+    unsigned e = atomic_load_explicit(&db->young_excess, memory_order_relaxed);
+    if (e == 0)
+        return;
+    uint64_t debt = atomic_fetch_add(&db->delay_debt_ns, n * e * DB_SLOW_NS_PER_BYTE) +
+                    n * e * DB_SLOW_NS_PER_BYTE;
+    if (debt < DB_SLOW_QUANTUM_NS)
+        return;
+    atomic_fetch_sub(&db->delay_debt_ns, DB_SLOW_QUANTUM_NS);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += DB_SLOW_QUANTUM_NS;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    uint64_t t0 = now_us();
+    pthread_mutex_lock(&db->ver_mu);
+    if (atomic_load(&db->young_excess) && !db->stopping && !db->bg_error)
+        pthread_cond_timedwait(&db->room_cv, &db->ver_mu, &ts);
+    pthread_mutex_unlock(&db->ver_mu);
+    atomic_fetch_add(&db->st_slowdowns, 1);
+    note_stall(db, now_us() - t0);
+}
+
 /* no_room -- with ver_mu held: too many memtables wait for a write-out, or
  * merges have fallen so far behind that segments pile up (the hard bound on
  * the young segments a read may have to visit). */
@@ -59,7 +114,7 @@ static int wait_for_room(shale_db *db)
         pthread_cond_wait(&db->room_cv, &db->ver_mu);
     }
     if (t0)
-        atomic_fetch_add(&db->st_stall_us, now_us() - t0);
+        note_stall(db, now_us() - t0);
     return db->bg_error;
 }
 
@@ -94,7 +149,7 @@ int db_switch_memtable(shale_db *db)
     rc = ver_new(cur->zb, &mem, imm, cur->nimm + 1, cur->segs, cur->nsegs, &v);
     free(imm);
     if (rc == SHALE_OK) {
-        db->current = v;
+        db_set_current(db, v);
         pthread_cond_broadcast(&db->bg_cv);
     }
     pthread_mutex_unlock(&db->ver_mu);
@@ -173,6 +228,7 @@ int db_write(shale_db *db, shale_batch *b)
         return SHALE_EREADONLY;
     if (b->count == 0)
         return SHALE_OK;
+    slow_down(db, b->len);
     pthread_mutex_lock(&db->write_mu);
     rc = write_locked(db, b, db->opts.sync_writes ? &log : NULL, &end);
     pthread_mutex_unlock(&db->write_mu);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "shale.h"
+#include "../../src/lsm/db.h"
 #include "../support/testutil.h"
 
 static char dir[256];
@@ -291,6 +292,10 @@ Test(db, merges_recycle_untouched_leaves, .init = setup, .fini = teardown, .time
                 (unsigned long long)st.merge_leaves_rewritten);
     cr_assert_gt(st.merge_leaves_recycled, st.merge_leaves_rewritten,
                  "clustered updates leave most leaves alone");
+    cr_assert_gt(st.merge_keys_promoted, 0);
+    cr_assert_gt(st.merge_parents_written, 0);
+    cr_assert_gt(st.merge_micros, 0);
+    cr_assert_gt(st.merge_bytes_written, 0);
     seq_check(t, n);
     cr_assert_eq(shale_close(db), SHALE_OK);
     cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
@@ -336,6 +341,40 @@ Test(db, merges_purge_a_dropped_trees_keys, .init = setup, .fini = teardown, .ti
                  (unsigned long long)st.entries);
     cr_assert_eq(shale_close(db), SHALE_OK);
     checked();
+}
+
+/* Smooth back-pressure: with merges behind, writes are slowed by a delay
+ * in proportion to the bytes written and the excess young segments, paid a
+ * millisecond at a time; without excess, nothing waits. */
+Test(db, writers_are_slowed_in_proportion_when_merges_fall_behind, .init = setup,
+     .fini = teardown)
+{
+    shale_db *db;
+    shale_tree *t;
+    cr_assert_eq(shale_open(dir, NULL, &db), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, NULL, &t), SHALE_OK);
+    db_stop_threads(db); /* nothing installs versions behind the test's back */
+    shale_stats st;
+    char k[32], v[1000];
+    memset(v, 'x', sizeof v);
+    atomic_store(&db->young_excess, 4u); /* as if 4 young segments too many */
+    for (int i = 0; i < 1000; i++) { /* ~1 MB: 1e6 B * 4 * 16 ns = 64 ms of delay */
+        int n = snprintf(k, sizeof k, "k%06d", i);
+        cr_assert_eq(shale_insert(t, k, (size_t)n, v, sizeof v, NULL), SHALE_OK);
+    }
+    cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+    cr_assert_geq(st.write_slowdowns, 60, "%llu", (unsigned long long)st.write_slowdowns);
+    cr_assert_leq(st.write_slowdowns, 70, "%llu", (unsigned long long)st.write_slowdowns);
+    cr_assert_gt(st.stall_max_micros, 0);
+    uint64_t before = st.write_slowdowns;
+    atomic_store(&db->young_excess, 0u);
+    for (int i = 0; i < 1000; i++) {
+        int n = snprintf(k, sizeof k, "k%06d", i);
+        cr_assert_eq(shale_insert(t, k, (size_t)n, v, sizeof v, NULL), SHALE_OK);
+    }
+    cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
+    cr_assert_eq(st.write_slowdowns, before, "no excess, no waiting");
+    cr_assert_eq(shale_close(db), SHALE_OK);
 }
 
 /* One key overwritten 10,000 times leaves next to nothing on disk. */
