@@ -220,6 +220,7 @@ Test(crash, recovered_state_is_a_prefix_with_every_flushed_batch, .timeout = 900
             shale_options_default(&c.opts);
             c.opts.page_size = (r / 25) % 2 ? 1024 : 4096;
             c.opts.compression = (r / 25) % 2 ? SHALE_COMPRESSION_ZSTD : SHALE_COMPRESSION_NONE;
+            c.opts.level_factor = (r / 25) % 2 ? 10 : 2;
         }
         c.seed = m.seed;
         c.rng_seed = tu_rng_next(&rng);

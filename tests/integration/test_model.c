@@ -625,6 +625,7 @@ static void run_model(int compression, uint64_t base_ops, uint64_t salt)
     c->opts.cache_size = 8u << 20;
     c->opts.flush_every_ms = 0;
     c->opts.compression = compression;
+    c->opts.level_factor = salt % 2 ? 2 : 10; /* many levels, or the default */
     open_db(c);
 
     uint64_t nops = tu_scaled(base_ops);

@@ -177,6 +177,7 @@ Test(powerloss, recovered_state_is_a_prefix_with_every_flushed_batch, .timeout =
             shale_options_default(&s.opts);
             s.opts.page_size = (r / 40) % 2 ? 1024 : 4096;
             s.opts.compression = (r / 20) % 3; /* none, lz4, zstd in turn */
+            s.opts.level_factor = (r / 80) % 2 ? 10 : 2;
             s.opts.cache_size = 256u << 10;
         }
         s.opts.memtable_size = (size_t)(64 + 64 * tu_rng_range(&s.rng, 2)) << 10;
