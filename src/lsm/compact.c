@@ -51,12 +51,9 @@ static int cp_next(void *ctx, uint8_t *kind, const void **key, size_t *klen, con
 /* cp_level -- the shallowest level whose size holds bytes. */
 static uint32_t cp_level(const shale_db *db, uint64_t bytes)
 {
-    uint64_t cap = (uint64_t)db->opts.memtable_size * db->opts.level_factor;
     uint32_t level = 1;
-    while (bytes > cap && level < SEG_MAX_LEVEL && cap <= UINT64_MAX / db->opts.level_factor) {
-        cap *= db->opts.level_factor;
+    while (level < SEG_MAX_LEVEL && bytes > db_level_cap(db, level))
         level++;
-    }
     return level;
 }
 

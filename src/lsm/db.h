@@ -145,6 +145,7 @@ void db_next_ids(shale_db *db, uint64_t *id, uint64_t *gen);
 bool db_merge_due(shale_db *db);
 int db_merge_one(shale_db *db);
 size_t db_young_count(const ver_version *v);
+uint64_t db_level_cap(const shale_db *db, uint32_t level); /* bytes level n may hold */
 int tree_check_key(shale_tree *t, const void *key, size_t klen);
 int buf_set(shale_buf *b, const void *p, size_t n);
 

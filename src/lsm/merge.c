@@ -8,7 +8,7 @@
  * level order, levels possibly missing.  Every entry of level n is newer than
  * any entry for the same key in level n + 1, so reads take the first hit.
  *
- * Level sizes.  Level n may hold level_cap(n) = memtable_size * level_factor^n
+ * Level sizes.  Level n may hold db_level_cap(n) = memtable_size * level_factor^n
  * bytes of pages.  One merge at a time (the merger thread), chosen by
  * merge_pick in this order:
  *   1. more than max_young_segments young segments: all of them and level 1
@@ -51,8 +51,8 @@ typedef struct merge_job {
     uint32_t out_level;
 } merge_job;
 
-/* level_cap -- the bytes level n (>= 1) may hold. */
-static uint64_t level_cap(const shale_db *db, uint32_t level)
+/* db_level_cap -- the bytes level n (>= 1) may hold. */
+uint64_t db_level_cap(const shale_db *db, uint32_t level)
 {
     uint64_t f = db->opts.level_factor, cap = (uint64_t)db->opts.memtable_size * f;
     for (uint32_t i = 1; i < level; i++) {
@@ -90,7 +90,7 @@ static bool merge_pick(const shale_db *db, const ver_version *v, merge_job *j)
     }
     for (size_t i = ny; i < v->nsegs; i++) {
         const seg_segment *s = v->segs[i];
-        if (s->level < SEG_MAX_LEVEL && seg_bytes(db, s) > level_cap(db, s->level)) {
+        if (s->level < SEG_MAX_LEVEL && seg_bytes(db, s) > db_level_cap(db, s->level)) {
             j->from = i;
             j->n = 1 + (i + 1 < v->nsegs && v->segs[i + 1]->level == s->level + 1);
             j->out_level = s->level + 1;

@@ -42,8 +42,8 @@
 #define SEG_PW_HINT 256u /* pages loaned at a time while building */
 #define SEG_NFIELDS 13u  /* varints before the keys in a descriptor */
 
-/* seg_alloc -- a zeroed segment with one reference. */
-static int seg_alloc(const seg_store *st, seg_segment **segp)
+/* seg_create -- a zeroed segment with one reference. */
+int seg_create(const seg_store *st, seg_segment **segp)
 {
     seg_segment *seg = calloc(1, sizeof *seg);
 
@@ -55,12 +55,6 @@ static int seg_alloc(const seg_store *st, seg_segment **segp)
     atomic_init(&seg->refs, 1);
     *segp = seg;
     return SHALE_OK;
-}
-
-/* seg_create -- a zeroed segment with one reference (for recycle.c). */
-int seg_create(const seg_store *st, seg_segment **segp)
-{
-    return seg_alloc(st, segp);
 }
 
 /* seg_free -- release the memory of a segment (its pages are not touched). */
@@ -140,7 +134,7 @@ int seg_build(const seg_store *st, uint64_t id, uint64_t gen, uint32_t level, se
     if (st == NULL || st->sp == NULL || src == NULL || src->next == NULL)
         return SHALE_EINVAL;
     sp_space *sp = st->sp;
-    ERR(seg_alloc(st, &seg));
+    ERR(seg_create(st, &seg));
     seg->id = id;
     seg->gen = gen;
     seg->level = level;
@@ -343,7 +337,7 @@ int seg_decode(const seg_store *st, const uint8_t *p, size_t len, size_t *used,
             return SHALE_ECORRUPT;
         q += n;
     }
-    ERR(seg_alloc(st, &seg));
+    ERR(seg_create(st, &seg));
     ERR(seg_fields_set(seg, f));
     ERR(seg_decode_key(&q, end, &seg->min_key, &seg->min_len));
     ERR(seg_decode_key(&q, end, &seg->max_key, &seg->max_len));
@@ -385,7 +379,7 @@ int seg_clone_level(const seg_segment *seg, uint32_t level, seg_segment **out)
     seg_store st = {.sp = seg->sp, .cache = seg->cache};
     size_t cap = 0;
 
-    ERR(seg_alloc(&st, &c));
+    ERR(seg_create(&st, &c));
     c->id = seg->id;
     c->gen = seg->gen;
     c->level = level;

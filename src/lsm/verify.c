@@ -205,10 +205,6 @@ static int walk_segment(vf *v, const seg_segment *s)
                 return fault(v, p, "page %llu is both %s and in segment %llu",
                              (unsigned long long)p, own_name[v->own[p]],
                              (unsigned long long)s->id);
-    uint8_t *before = malloc(v->npages ? v->npages : 1);
-    if (!before)
-        return SHALE_ENOMEM;
-    memcpy(before, v->own, v->npages);
     int rc = walk_node(v, s->tree.root, s->tree.height, &entries, &tombs);
     if (rc == SHALE_OK && (entries != s->tree.entries || tombs != s->tree.tombstones))
         rc = fault(v, s->tree.root, "segment %llu holds %llu entries, its descriptor says %llu",
@@ -216,14 +212,14 @@ static int walk_segment(vf *v, const seg_segment *s)
                    (unsigned long long)s->tree.entries);
     if (rc == SHALE_OK && s->filter_pgno)
         rc = in_segment(v, s->filter_pgno, pw_run_pages(v->ps, s->filter_bytes));
-    for (size_t i = 0; rc == SHALE_OK && i < s->pages.n; i++) /* every listed page reached */
+    /* every listed page reached (they were all unclaimed before the walk) */
+    for (size_t i = 0; rc == SHALE_OK && i < s->pages.n; i++)
         for (uint64_t p = s->pages.v[i].first; p <= s->pages.v[i].last; p++)
-            if (p >= v->npages || before[p] != OWN_NONE || v->own[p] != OWN_LIVE) {
+            if (p >= v->npages || v->own[p] != OWN_LIVE) {
                 rc = fault(v, p, "page %llu is listed in segment %llu but not reached from it",
                            (unsigned long long)p, (unsigned long long)s->id);
                 break;
             }
-    free(before);
     v->r->entries += entries;
     return rc;
 }

@@ -439,10 +439,7 @@ static int leaf_write(node_builder *b, uint32_t size, uint64_t *pgno)
             b->ltarget = leaf_target(b);
         return SHALE_OK;
     }
-    uint8_t shift = 0;
-    while ((1u << shift) < b->ps)
-        shift++;
-    sp_page_set_flags(b->page, shift);
+    sp_page_set_flags(b->page, node_page_shift(b->ps));
     b->info.compressed_leaves++;
     RET(cleaf_write(b->pw, b->codec, b->page, size, b->scratch, b->scratch_cap, pgno, &stored));
     b->ratio = 0.75 * b->ratio + 0.25 * ((double)stored / size);

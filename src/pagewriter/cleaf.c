@@ -19,15 +19,6 @@
 
 #define CLEAF_PRE 6u /* u8 codec + varint U (U <= 65536 takes at most 3 bytes) */
 
-/* page_shift -- log2 of a power-of-two page size. */
-static uint8_t page_shift(uint32_t ps)
-{
-    uint8_t s = 0;
-    while ((1u << s) < ps)
-        s++;
-    return s;
-}
-
 /* cleaf_scratch_size -- scratch bytes cleaf_write needs for an image of ilen. */
 size_t cleaf_scratch_size(int codec, size_t ilen)
 {
@@ -62,7 +53,7 @@ int cleaf_write(pw_writer *pw, codec_ctx *c, uint8_t *img, size_t ilen, uint8_t 
 /* image_check -- the decompressed image's header against the run's promises. */
 static int image_check(const uint8_t *img, uint32_t ilen, uint32_t ps, uint64_t gen)
 {
-    if (sp_page_type(img) != SP_PT_LEAF || sp_page_flags(img) != page_shift(ps) ||
+    if (sp_page_type(img) != SP_PT_LEAF || sp_page_flags(img) != node_page_shift(ps) ||
         sp_page_count(img) == 0 || sp_page_used(img) != ilen - SP_PAGE_HDR ||
         sp_page_gen(img) != gen || sp_page_pgno(img) != 0 || get_u32(img) != 0)
         return SHALE_ECORRUPT;

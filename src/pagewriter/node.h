@@ -69,6 +69,15 @@ static inline uint32_t node_image_size(uint32_t page_size)
     return n < NODE_IMAGE_MAX ? n : NODE_IMAGE_MAX;
 }
 
+/* node_page_shift -- log2 of a (power-of-two) page size: a leaf image's flags. */
+static inline uint8_t node_page_shift(uint32_t page_size)
+{
+    uint8_t s = 0;
+    while ((1u << s) < page_size)
+        s++;
+    return s;
+}
+
 static inline uint32_t node_key_inline_max(uint32_t page_size) { return page_size / 8; }
 static inline uint32_t node_val_inline_max(uint32_t page_size) { return page_size / 4; }
 

@@ -163,9 +163,7 @@ Test(codec, damaged_input_is_corrupt_or_decodes_never_crashes)
  * page size ps and gen: entries "key-%06u" -> text; returns its size. */
 static uint32_t make_image(uint8_t *img, uint32_t ps, uint64_t gen, uint32_t want)
 {
-    uint8_t shift = 0;
-    while ((1u << shift) < ps)
-        shift++;
+    uint8_t shift = node_page_shift(ps);
     memset(img, 0, want);
     sp_page_init(img, want, SP_PT_LEAF, 0, gen);
     sp_page_set_flags(img, shift);
