@@ -289,6 +289,8 @@ typedef struct shale_stats {
     uint64_t merge_keys_promoted;    /* ... entries merged down into a level */
     uint64_t merge_parents_written;  /* ... parent pages merges wrote */
     uint64_t merge_micros;           /* ... time spent merging */
+    uint64_t merge_windows;          /* ... merges that promoted a window of a
+                                        level's keys rather than all of it */
     uint64_t write_slowdowns;  /* times a writer was slowed (a millisecond at most)
                                   because merges were behind */
     uint64_t stall_max_micros; /* the longest single wait of a writer */

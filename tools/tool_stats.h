@@ -66,6 +66,7 @@ static const ts_row ts_rows[] = {
     {"merge keys promoted", offsetof(shale_stats, merge_keys_promoted), TS_COUNT},
     {"merge parents written", offsetof(shale_stats, merge_parents_written), TS_COUNT},
     {"merge time (us)", offsetof(shale_stats, merge_micros), TS_COUNT},
+    {"partial merges", offsetof(shale_stats, merge_windows), TS_COUNT},
     {"write slowdowns", offsetof(shale_stats, write_slowdowns), TS_COUNT},
     {"longest stall (us)", offsetof(shale_stats, stall_max_micros), TS_COUNT},
 };

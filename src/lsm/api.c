@@ -189,6 +189,7 @@ int shale_stats_get(shale_db *db, shale_stats *st)
     st->merge_keys_promoted = atomic_load(&db->st_merge_keys);
     st->merge_parents_written = atomic_load(&db->st_merge_parents);
     st->merge_micros = atomic_load(&db->st_merge_us);
+    st->merge_windows = atomic_load(&db->st_merge_windows);
     st->write_slowdowns = atomic_load(&db->st_slowdowns);
     st->stall_max_micros = atomic_load(&db->st_stall_max_us);
     st->compression = db->opts.compression;

@@ -238,6 +238,8 @@ err:
 static void db_free(shale_db *db)
 {
     tree_free_all(db);
+    for (size_t i = 0; i <= SEG_MAX_LEVEL; i++)
+        free(db->promote_at[i].key);
     ver_unref(db->current);
     zb_close(db->zb); /* the last version has ended: every zombie goes back */
     if (db->log) {

@@ -50,6 +50,15 @@ struct shale_tree {
     struct shale_tree *next;
 };
 
+/* A merge as a test's hook sees it, before it runs (merge.c). */
+typedef struct db_merge_info {
+    uint32_t from_level, out_level; /* from_level 0: the young segments */
+    bool window;                    /* only the keys in (lo, hi] of from_level */
+    bool has_lo, has_hi;            /* no lo: from the start; no hi: to the end */
+    const uint8_t *lo, *hi;
+    size_t lolen, hilen;
+} db_merge_info;
+
 struct shale_db {
     char *path;
     sp_env *env;
@@ -99,7 +108,16 @@ struct shale_db {
     atomic_uint_fast64_t delay_debt_ns;
     atomic_uint_fast64_t st_slowdowns, st_stall_max_us;
     atomic_uint_fast64_t st_leaves_rewritten, st_leaves_recycled, st_merge_pages,
-        st_merge_keys, st_merge_parents, st_merge_us;
+        st_merge_keys, st_merge_parents, st_merge_us, st_merge_windows;
+    /* merge.c (the merger's own): the last key of each level's last rotating
+     * window, where the next one starts (NULL: from the start) */
+    struct {
+        uint8_t *key;
+        size_t len;
+    } promote_at[SEG_MAX_LEVEL + 1];
+    /* tests: called by the merger before each merge (set and read under ver_mu) */
+    void (*merge_hook)(void *ctx, const db_merge_info *m);
+    void *merge_hook_ctx;
 };
 
 /* Internal entry points shared by the lsm files. */

@@ -13,9 +13,17 @@
  * merge_pick in this order:
  *   1. more than max_young_segments young segments: all of them and level 1
  *      are merged into a new level 1;
- *   2. the shallowest level n over its cap: level n and level n + 1 are
- *      merged into a new level n + 1 (when level n + 1 is empty and level n
- *      holds no tombstone, the segment just moves down: same pages, new level).
+ *   2. the shallowest level n over its cap: a window of level n's keys is
+ *      promoted into level n + 1 (partial promotion, choose_window): both
+ *      trees are rebuilt, level n + 1 with the window's entries merged in
+ *      and level n without them, each around its untouched subtrees.  The
+ *      window is a run of level n's subtrees: the run densest in tombstones
+ *      when dense enough, else the next run after the level's last window,
+ *      wrapping at the end.  The whole level goes instead when the window
+ *      would be most of it, or the two levels' key ranges do not overlap
+ *      (a sequential load: then level n is spliced in whole); and when
+ *      level n + 1 is empty and level n holds no tombstone, the segment just
+ *      moves down: same pages, new level.
  * A merge reads a version pinned when it was chosen; flushes may prepend
  * young segments meanwhile, so the result is installed by replacing the
  * merged segments (found by pointer) in whatever version is current then.
@@ -44,11 +52,16 @@
 #include "filter.h"
 #include "recycle.h"
 
-/* A merge: v->segs[from, from + n) into one segment of level out_level. */
+/* A merge: v->segs[from, from + n) into one segment of level out_level; or,
+ * with window set, the keys of segs[from] in (lo, hi] into segs[from + 1]
+ * (no lo: from the start; no hi: to the end). */
 typedef struct merge_job {
     ver_version *v; /* pinned */
     size_t from, n;
     uint32_t out_level;
+    bool window, has_lo, has_hi;
+    uint8_t *lo, *hi;
+    size_t lolen, hilen;
 } merge_job;
 
 /* db_level_cap -- the bytes level n (>= 1) may hold. */
@@ -192,33 +205,37 @@ static int merge_stream_skip(void *ctx, const void *key, size_t klen, rc_entry *
     return rc == SHALE_OK ? stream_load(s, e) : rc;
 }
 
-/* merge_rebuild -- run the job: the destination (the last segment, when it
- * is already at the output level) rebuilt with the rest streamed in.  *dead
- * gets every page the result no longer references, *fresh the pages only
- * the result holds (given back if it is never installed). */
-static int merge_rebuild(shale_db *db, const merge_job *j, seg_segment **out, sp_blocklist *dead,
-                         sp_blocklist *fresh)
+/* rebuild -- one output segment: dest (may be NULL) rebuilt at level with
+ * src streamed in (may be NULL), kept by f.  *dead gets the pages the result
+ * no longer references of dest and, when retire is set, of the stream's
+ * segments; *moved (may be NULL) the stream's value runs the result took
+ * over; *own the pages only the result holds (to give back if it is never
+ * installed).  On error nothing is added to *own: the result's pages went
+ * back here. */
+static int rebuild(shale_db *db, uint32_t level, const seg_segment *dest, rc_stream *src,
+                   bool retire, const rc_filter *f, seg_segment **out, sp_blocklist *dead,
+                   sp_blocklist *moved, sp_blocklist *own)
 {
     int rc = SHALE_OK;
     uint64_t id, gen;
-    const seg_segment *last = j->v->segs[j->from + j->n - 1];
-    const seg_segment *dest = last->level == j->out_level ? last : NULL;
-    size_t nstream = j->n - (dest != NULL);
-    merge_keep keep = {.v = j->v, .deeper = j->from + j->n, .lc = {.db = db}};
-    merge_stream ms = {0};
-    rc_stream src = {merge_stream_next, merge_stream_skip, &ms, j->v->segs + j->from, 0};
     rc_result res = {0};
+    sp_blocklist mine = BL_INIT;
+    bool mine_ok = false;
 
     *out = NULL;
-    src.nsegs = nstream;
-    ERR(cur_open(j->v, UINT64_MAX, false, j->from, nstream, false, &ms.c));
     db_next_ids(db, &id, &gen);
-    rc_filter keepf = {merge_keep_fn, merge_span_live, &keep};
-    ERR(seg_rebuild(&db->store, id, gen, j->out_level, dest, &src, &keepf, &res));
+    ERR(seg_rebuild(&db->store, id, gen, level, dest, src, f, &res));
+    if (res.seg) {
+        ERR(bl_copy(&mine, &res.seg->pages));
+        if (dest)
+            ERR(bl_subtract(&mine, &dest->pages));
+        ERR(bl_subtract(&mine, &res.moved));
+    }
+    mine_ok = true;
     ERR(bl_add_list(dead, &res.dead));
-    for (size_t i = j->from; i < j->from + nstream; i++) {
+    for (size_t i = 0; retire && src && i < src->nsegs; i++) {
         sp_blocklist gone = BL_INIT;
-        rc = bl_copy(&gone, &j->v->segs[i]->pages);
+        rc = bl_copy(&gone, &src->segs[i]->pages);
         if (rc == SHALE_OK)
             rc = bl_subtract(&gone, &res.moved);
         if (rc == SHALE_OK)
@@ -226,33 +243,284 @@ static int merge_rebuild(shale_db *db, const merge_job *j, seg_segment **out, sp
         bl_free(&gone);
         ERR(rc);
     }
-    if (res.seg) {
-        ERR(bl_copy(fresh, &res.seg->pages));
-        if (dest)
-            ERR(bl_subtract(fresh, &dest->pages));
-        ERR(bl_subtract(fresh, &res.moved));
-    }
+    if (moved)
+        ERR(bl_add_list(moved, &res.moved));
     atomic_fetch_add(&db->st_leaves_rewritten, res.fig.leaves_rewritten);
     atomic_fetch_add(&db->st_leaves_recycled, res.fig.leaves_recycled);
     atomic_fetch_add(&db->st_merge_pages, res.fig.pages_written);
     atomic_fetch_add(&db->st_merge_keys, res.fig.entries_in);
     atomic_fetch_add(&db->st_merge_parents, res.fig.parents_written);
+    *own = mine;
+    mine = (sp_blocklist)BL_INIT;
     *out = res.seg;
     res.seg = NULL;
 err:
     if (res.seg) { /* failed after the build: its own pages go back, here only */
-        sp_blocklist own = BL_INIT;
-        if (bl_copy(&own, &res.seg->pages) == SHALE_OK &&
-            (!dest || bl_subtract(&own, &dest->pages) == SHALE_OK) &&
-            bl_subtract(&own, &res.moved) == SHALE_OK)
-            (void)fs_retire(sp_freespace_of(db->sp), &own);
-        bl_free(&own);
-        bl_clear(fresh); /* (partial: it may still hold dest's or moved pages) */
+        if (mine_ok)
+            (void)fs_retire(sp_freespace_of(db->sp), &mine);
         seg_unref(res.seg);
     }
+    bl_free(&mine);
     bl_free(&res.dead);
     bl_free(&res.moved);
+    return rc;
+}
+
+/* merge_rebuild -- a whole-level job: the destination (the last segment, when
+ * it is already at the output level) rebuilt with the rest streamed in. */
+static int merge_rebuild(shale_db *db, const merge_job *j, seg_segment **outs, sp_blocklist *dead,
+                         sp_blocklist *fresh)
+{
+    int rc = SHALE_OK;
+    const seg_segment *last = j->v->segs[j->from + j->n - 1];
+    const seg_segment *dest = last->level == j->out_level ? last : NULL;
+    size_t nstream = j->n - (dest != NULL);
+    merge_keep keep = {.v = j->v, .deeper = j->from + j->n, .lc = {.db = db}};
+    merge_stream ms = {0};
+    rc_stream src = {merge_stream_next, merge_stream_skip, &ms, j->v->segs + j->from, nstream};
+    rc_filter keepf = {merge_keep_fn, merge_span_live, &keep};
+
+    ERR(cur_open(j->v, UINT64_MAX, false, j->from, nstream, false, &ms.c));
+    ERR(rebuild(db, j->out_level, dest, &src, true, &keepf, &outs[0], dead, NULL, &fresh[0]));
+err:
     cur_close(ms.c);
+    return rc;
+}
+
+/* ---- partial promotion ------------------------------------------------------ */
+
+/* in_window -- whether key lies in the job's window. */
+static bool in_window(const merge_job *j, const void *key, size_t klen)
+{
+    return (!j->has_lo || key_cmp(key, klen, j->lo, j->lolen) > 0) &&
+           (!j->has_hi || key_cmp(key, klen, j->hi, j->hilen) <= 0);
+}
+
+/* What the source level keeps: its keys of live trees outside the window. */
+typedef struct window_keep {
+    const merge_job *j;
+    live_cache lc;
+} window_keep;
+
+static bool window_keep_fn(void *ctx, const void *key, size_t klen, uint8_t kind)
+{
+    window_keep *w = ctx;
+    (void)kind;
+    return !in_window(w->j, key, klen) && db_key_live(&w->lc, key, klen);
+}
+
+static bool window_span_live(void *ctx, const void *lo, size_t lolen, const void *hi, size_t hilen)
+{
+    window_keep *w = ctx;
+    const merge_job *j = w->j;
+    /* (lo, hi] meets the window (j->lo, j->hi] */
+    bool meets = (!j->has_lo || key_cmp(hi, hilen, j->lo, j->lolen) > 0) &&
+                 (!j->has_hi || !lo || key_cmp(lo, lolen, j->hi, j->hilen) < 0);
+    if (meets)
+        return false;
+    uint32_t a = lo && lolen >= IKEY_PREFIX ? get_be32(lo) : 0;
+    uint32_t b = hilen >= IKEY_PREFIX ? get_be32(hi) : 0;
+    return !db_dead_tree_between(w->lc.db, a, b);
+}
+
+/* A unit a window is made of: a subtree of the source level. */
+typedef struct win_unit {
+    uint64_t pgno, entries, tombstones;
+    uint8_t *last; /* its last key */
+    size_t lastlen;
+} win_unit;
+
+typedef struct win_units {
+    win_unit *u;
+    size_t n;
+    uint32_t height; /* of every unit */
+} win_units;
+
+static void units_free(win_units *w)
+{
+    for (size_t i = 0; i < w->n; i++)
+        free(w->u[i].last);
+    free(w->u);
+    w->u = NULL;
+    w->n = 0;
+}
+
+/* units_expand -- replace every unit by its children (height - 1). */
+static int units_expand(shale_db *db, const seg_segment *s, win_units *w)
+{
+    int rc = SHALE_OK;
+    win_units out = {.height = w->height - 1};
+    size_t cap = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        node_ref r;
+        ERR(seg_node_pin(s, w->u[i].pgno, &r));
+        unsigned n = sp_page_count(r.data);
+        if (sp_page_type(r.data) != SP_PT_PARENT)
+            rc = SHALE_ECORRUPT;
+        for (unsigned c = 0; c < n && rc == SHALE_OK; c++) {
+            node_child ch;
+            size_t kcap = 0;
+            if (out.n == cap) {
+                size_t ncap = MAX(2 * cap, (size_t)64);
+                win_unit *nu = realloc(out.u, ncap * sizeof *nu);
+                if (!nu) {
+                    rc = SHALE_ENOMEM;
+                    break;
+                }
+                out.u = nu;
+                cap = ncap;
+            }
+            win_unit *u = &out.u[out.n];
+            rc = node_parent_child(r.data, r.size, c, &ch);
+            if (rc == SHALE_OK) {
+                *u = (win_unit){ch.pgno, ch.entries, ch.tombstones, NULL, 0};
+                rc = node_key_copy(db->sp, &ch.last, &u->last, &kcap, &u->lastlen);
+                out.n += rc == SHALE_OK;
+                if (rc != SHALE_OK)
+                    free(u->last);
+            }
+        }
+        node_unpin(db->sp, &r);
+        ERR(rc);
+    }
+    units_free(w);
+    *w = out;
+    return SHALE_OK;
+err:
+    units_free(&out);
+    return rc;
+}
+
+/* choose_window -- for a job of level n into an existing level n + 1: promote
+ * only a run of level n's subtrees (those at the shallowest depth with at
+ * least WIN_UNITS of them), enough to bring the level back under its cap and
+ * at least a quarter of them (when that is more than three quarters, or the
+ * level's key range does not overlap level n + 1's, the whole level goes).
+ * The run is the one densest in tombstones when that density is at least
+ * 1/16, else the next one after the level's last rotating window, wrapping
+ * at the end. */
+#define WIN_UNITS 16u
+static int choose_window(shale_db *db, merge_job *j)
+{
+    int rc = SHALE_OK;
+    const seg_segment *s = j->v->segs[j->from], *d = j->v->segs[j->from + 1];
+    win_units w = {0};
+
+    if (s->tree.height < 2 ||
+        key_cmp(s->min_key, s->min_len, d->max_key, d->max_len) > 0 ||
+        key_cmp(s->max_key, s->max_len, d->min_key, d->min_len) < 0)
+        return SHALE_OK;
+    /* the root as the one unit, expanded until there are enough */
+    if (!(w.u = calloc(1, sizeof *w.u)))
+        return SHALE_ENOMEM;
+    w.n = 1;
+    w.u[0].pgno = s->tree.root;
+    w.height = s->tree.height;
+    while (w.n < WIN_UNITS && w.height > 1)
+        ERR(units_expand(db, s, &w));
+    uint64_t bytes = seg_bytes(db, s), cap = db_level_cap(db, s->level);
+    uint64_t excess = bytes > cap ? bytes - cap : 0, n = w.n;
+    uint64_t k = MAX((n * excess + bytes - 1) / (bytes ? bytes : 1), (n + 3) / 4);
+    if (n < 4 || k * 4 > n * 3)
+        goto err; /* the whole level */
+    /* the densest run of k units, by tombstones */
+    uint64_t te = 0, tt = 0, best_e = 0, best_t = 0;
+    size_t start = 0;
+    for (size_t i = 0; i < n; i++) {
+        te += w.u[i].entries;
+        tt += w.u[i].tombstones;
+        if (i >= k) {
+            te -= w.u[i - k].entries;
+            tt -= w.u[i - k].tombstones;
+        }
+        if (i + 1 >= k && tt > best_t) {
+            best_t = tt;
+            best_e = te;
+            start = i + 1 - (size_t)k;
+        }
+    }
+    bool rotate = best_t == 0 || best_t * 16 < best_e;
+    if (rotate) {
+        const uint8_t *at = db->promote_at[s->level].key;
+        size_t atlen = db->promote_at[s->level].len;
+        start = 0;
+        while (at && start < n && key_cmp(w.u[start].last, w.u[start].lastlen, at, atlen) <= 0)
+            start++;
+        if (start == n)
+            start = 0;
+    }
+    size_t end = (size_t)MIN((uint64_t)start + k, n);
+    if ((j->has_lo = start > 0)) { /* the units' keys pass to the job */
+        j->lo = w.u[start - 1].last;
+        j->lolen = w.u[start - 1].lastlen;
+        w.u[start - 1].last = NULL;
+    }
+    if ((j->has_hi = end < n)) {
+        j->hi = w.u[end - 1].last;
+        j->hilen = w.u[end - 1].lastlen;
+        w.u[end - 1].last = NULL;
+    }
+    if (rotate) {
+        free(db->promote_at[s->level].key);
+        db->promote_at[s->level].key = NULL;
+        if (j->has_hi) {
+            if (!(db->promote_at[s->level].key = malloc(j->hilen)))
+                ERR_SET(SHALE_ENOMEM);
+            memcpy(db->promote_at[s->level].key, j->hi, j->hilen);
+            db->promote_at[s->level].len = j->hilen;
+        }
+    }
+    j->window = true;
+err:
+    units_free(&w);
+    return rc;
+}
+
+/* bound_after -- key + one zero byte: the least key above key. */
+static int bound_after(const uint8_t *key, size_t len, uint8_t **out)
+{
+    if (!(*out = malloc(len + 1)))
+        return SHALE_ENOMEM;
+    memcpy(*out, key, len);
+    (*out)[len] = 0;
+    return SHALE_OK;
+}
+
+/* merge_window -- a window job: the window's entries streamed into level
+ * n + 1 (outs[1]), and level n rebuilt without them (outs[0]).  The window's
+ * value runs move to the new level n + 1; every other page of the window
+ * becomes dead with the source's rebuild. */
+static int merge_window(shale_db *db, const merge_job *j, seg_segment **outs, sp_blocklist *dead,
+                        sp_blocklist *fresh)
+{
+    int rc = SHALE_OK;
+    const seg_segment *s = j->v->segs[j->from], *d = j->v->segs[j->from + 1];
+    merge_keep keep = {.v = j->v, .deeper = j->from + 2, .lc = {.db = db}};
+    window_keep wk = {.j = j, .lc = {.db = db}};
+    merge_stream ms = {0};
+    rc_stream src = {merge_stream_next, NULL, &ms, NULL, 0};
+    rc_filter keepf = {merge_keep_fn, merge_span_live, &keep};
+    rc_filter cutf = {window_keep_fn, window_span_live, &wk};
+    sp_blocklist moved = BL_INIT, cut_dead = BL_INIT;
+    uint8_t *lo = NULL, *hi = NULL;
+
+    if (j->has_lo)
+        ERR(bound_after(j->lo, j->lolen, &lo));
+    if (j->has_hi)
+        ERR(bound_after(j->hi, j->hilen, &hi));
+    ERR(cur_open(j->v, UINT64_MAX, false, j->from, 1, false, &ms.c));
+    ERR(cur_set_bounds(ms.c, lo, j->lolen + 1, hi, j->hilen + 1));
+    ERR(rebuild(db, j->out_level, d, &src, false, &keepf, &outs[1], dead, &moved, &fresh[1]));
+    ERR(rebuild(db, s->level, s, NULL, false, &cutf, &outs[0], &cut_dead, NULL, &fresh[0]));
+    ERR(bl_subtract(&cut_dead, &moved));
+    ERR(bl_add_list(dead, &cut_dead));
+    atomic_fetch_add(&db->st_merge_windows, 1);
+err:
+    cur_close(ms.c);
+    free(lo);
+    free(hi);
+    bl_free(&moved);
+    bl_free(&cut_dead);
     return rc;
 }
 
@@ -272,14 +540,15 @@ static bool pages_sound(seg_segment *const *segs, size_t n, const sp_blocklist *
 }
 
 /* merge_install -- with ver_mu held: a new current version in which the
- * job's segments are replaced by out (may be NULL); dead (taken over) become
- * zombies tagged with the version replaced. */
-static int merge_install(shale_db *db, const merge_job *j, seg_segment *out, sp_blocklist *dead)
+ * job's segments are replaced by outs[0..2) (NULLs left out; in level
+ * order); dead (taken over) become zombies tagged with the version replaced. */
+static int merge_install(shale_db *db, const merge_job *j, seg_segment *const *outs,
+                         sp_blocklist *dead)
 {
     int rc = SHALE_OK;
     ver_version *cur = db->current, *nv = NULL;
-    seg_segment **segs = malloc((cur->nsegs + 1) * sizeof *segs);
-    size_t n = 0;
+    seg_segment **segs = malloc((cur->nsegs + 2) * sizeof *segs);
+    size_t n = 0, o = 0;
 
     if (!segs)
         return SHALE_ENOMEM;
@@ -290,14 +559,14 @@ static int merge_install(shale_db *db, const merge_job *j, seg_segment *out, sp_
             merged = s == j->v->segs[k];
         if (merged)
             continue;
-        if (out && s->level > out->level) { /* the result goes before deeper levels */
-            segs[n++] = out;
-            out = NULL;
-        }
+        for (; o < 2 && (!outs[o] || s->level > outs[o]->level); o++) /* results go before deeper levels */
+            if (outs[o])
+                segs[n++] = outs[o];
         segs[n++] = s;
     }
-    if (out)
-        segs[n++] = out;
+    for (; o < 2; o++)
+        if (outs[o])
+            segs[n++] = outs[o];
     if (!pages_sound(segs, n, dead))
         ERR_SET(SHALE_ECORRUPT);
     ERR(ver_new(cur->zb, &cur->mem, cur->imm, cur->nimm, segs, n, &nv));
@@ -315,9 +584,9 @@ err:
 int db_merge_one(shale_db *db)
 {
     int rc;
-    merge_job j;
-    seg_segment *out = NULL;
-    sp_blocklist dead = BL_INIT, fresh = BL_INIT;
+    merge_job j = {0};
+    seg_segment *outs[2] = {NULL, NULL};
+    sp_blocklist dead = BL_INIT, fresh[2] = {BL_INIT, BL_INIT};
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -327,24 +596,40 @@ int db_merge_one(shale_db *db)
         j.v = db->current;
         ver_ref(j.v);
     }
+    void (*hook)(void *, const db_merge_info *) = db->merge_hook;
+    void *hook_ctx = db->merge_hook_ctx;
     pthread_mutex_unlock(&db->ver_mu);
     if (!due)
         return SHALE_NOTFOUND;
     const seg_segment *first = j.v->segs[j.from];
-    if (j.n == 1 && first->level > 0 && first->tree.tombstones == 0)
-        rc = seg_clone_level(first, j.out_level, &out); /* moved down, pages and all */
-    else
-        rc = merge_rebuild(db, &j, &out, &dead, &fresh);
+    rc = first->level > 0 && j.n == 2 ? choose_window(db, &j) : SHALE_OK;
+    if (rc == SHALE_OK && hook) {
+        db_merge_info mi = {first->level, j.out_level, j.window, j.has_lo, j.has_hi,
+                            j.lo, j.hi, j.lolen, j.hilen};
+        hook(hook_ctx, &mi);
+    }
+    if (rc == SHALE_OK) {
+        if (j.window)
+            rc = merge_window(db, &j, outs, &dead, fresh);
+        else if (j.n == 1 && first->level > 0 && first->tree.tombstones == 0)
+            rc = seg_clone_level(first, j.out_level, &outs[0]); /* moved down, pages and all */
+        else
+            rc = merge_rebuild(db, &j, outs, &dead, fresh);
+    }
     if (rc == SHALE_OK) {
         pthread_mutex_lock(&db->ver_mu);
-        rc = merge_install(db, &j, out, &dead);
+        rc = merge_install(db, &j, outs, &dead);
         pthread_mutex_unlock(&db->ver_mu);
     }
-    if (rc < 0 && fresh.n)
-        (void)fs_retire(sp_freespace_of(db->sp), &fresh);
-    seg_unref(out);
+    for (int i = 0; i < 2; i++) {
+        if (rc < 0 && fresh[i].n)
+            (void)fs_retire(sp_freespace_of(db->sp), &fresh[i]);
+        seg_unref(outs[i]);
+        bl_free(&fresh[i]);
+    }
     bl_free(&dead);
-    bl_free(&fresh);
+    free(j.lo);
+    free(j.hi);
     ver_unref(j.v);
     if (rc == SHALE_OK) {
         clock_gettime(CLOCK_MONOTONIC, &t1);

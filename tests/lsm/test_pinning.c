@@ -135,10 +135,13 @@ static void run(int codec)
     }
     shale_stats st;
     cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
-    cr_log_info("codec %d: %llu versions pinned, %llu checked; %llu merges, %llu leaves recycled",
+    cr_log_info("codec %d: %llu versions pinned, %llu checked; %llu merges (%llu partial), "
+                "%llu leaves recycled",
                 codec, (unsigned long long)pinned, (unsigned long long)checked,
-                (unsigned long long)st.merges, (unsigned long long)st.merge_leaves_recycled);
+                (unsigned long long)st.merges, (unsigned long long)st.merge_windows,
+                (unsigned long long)st.merge_leaves_recycled);
     cr_assert_gt(st.merges, 5);
+    cr_assert_gt(st.merge_windows, 0, "levels 2 and below promote windows");
     cr_assert_gt(st.merge_leaves_recycled, 0);
     cr_assert_eq(shale_close(db), SHALE_OK);
     char fault[200];
