@@ -157,11 +157,20 @@ int shale_flush(shale_db *db);
  * tree is absent and cannot be created), SHALE_EIO, SHALE_ENOMEM. */
 int shale_open_tree(shale_db *db, const char *name, shale_tree **treep);
 
-/* shale_drop_tree -- remove tree `name` and every key in it.  Handles to it
- * become invalid.  The default tree cannot be dropped (it is cleared instead).
+/* shale_drop_tree -- remove tree `name` and every key in it: one small write
+ * (a range tombstone), whatever the tree holds; the space comes back as
+ * merges pass over the keys.  Handles to it become invalid.  The default
+ * tree cannot be dropped (it is cleared instead).
  * Returns SHALE_NOTFOUND when no such tree exists.
- * Errors: SHALE_EINVAL, SHALE_EREADONLY, SHALE_EIO, SHALE_ENOMEM. */
+ * Errors: SHALE_EINVAL, SHALE_EREADONLY, SHALE_EIO, SHALE_ENOSPC, SHALE_ENOMEM,
+ * the sticky background error. */
 int shale_drop_tree(shale_db *db, const char *name);
+
+/* shale_clear_tree -- delete every key of tree t atomically, in one small
+ * write (a range tombstone) whatever the tree holds; t stays open and usable.
+ * Errors: SHALE_EINVAL (NULL or dropped t), SHALE_EREADONLY, SHALE_EIO,
+ * SHALE_ENOSPC, SHALE_ENOMEM, the sticky background error. */
+int shale_clear_tree(shale_tree *t);
 
 /* shale_get -- copy the value of key into *val.
  * Returns SHALE_OK, or SHALE_NOTFOUND (val->len set to 0).
@@ -182,6 +191,13 @@ int shale_insert(shale_tree *t, const void *key, size_t klen, const void *val, s
  * the key existed); otherwise returns the removed value in *old, or
  * SHALE_NOTFOUND when there was none.  Errors: as shale_insert. */
 int shale_remove(shale_tree *t, const void *key, size_t klen, shale_buf *old);
+
+/* shale_remove_range -- delete every key k of t with lo <= k < hi, in one
+ * small write (a range tombstone) however many keys that is.  hi NULL (with
+ * hilen 0) means to the end of the tree; lo may be empty (the start).
+ * Errors: SHALE_EINVAL (NULL t, hi given and not above lo), SHALE_ETOOBIG (a
+ * bound over SHALE_MAX_KEY_SIZE), and as shale_insert. */
+int shale_remove_range(shale_tree *t, const void *lo, size_t lolen, const void *hi, size_t hilen);
 
 /* shale_iter_open -- an iterator over a consistent snapshot of tree t, taken
  * now; it is unpositioned until a first/last/seek call.  The snapshot keeps
@@ -228,6 +244,11 @@ int shale_batch_new(shale_batch **bp);
 int shale_batch_insert(shale_batch *b, shale_tree *t, const void *key, size_t klen,
                        const void *val, size_t vlen);
 int shale_batch_remove(shale_batch *b, shale_tree *t, const void *key, size_t klen);
+/* shale_batch_remove_range -- append shale_remove_range(t, lo, lolen, hi,
+ * hilen); it applies after the batch's earlier writes and before its later
+ * ones.  Errors: as shale_batch_insert, SHALE_EINVAL for hi not above lo. */
+int shale_batch_remove_range(shale_batch *b, shale_tree *t, const void *lo, size_t lolen,
+                             const void *hi, size_t hilen);
 
 /* shale_batch_apply -- apply b atomically; b is left as it was (clear it to
  * reuse).  An empty batch is a no-op.  Errors: SHALE_EINVAL (NULL, or a batch
@@ -294,6 +315,8 @@ typedef struct shale_stats {
     uint64_t write_slowdowns;  /* times a writer was slowed (a millisecond at most)
                                   because merges were behind */
     uint64_t stall_max_micros; /* the longest single wait of a writer */
+    uint64_t range_tombstones; /* held now: in memtables, and in the graveyard until
+                                  merges have applied them to every older segment */
     uint64_t levels;           /* regular levels holding a segment */
     uint64_t level_bytes[SHALE_STATS_LEVELS]; /* [0] young segments, [n] level n
                                   (levels beyond the array add to its last) */

@@ -42,6 +42,7 @@ static const ts_row ts_rows[] = {
     {"segment blocks", offsetof(shale_stats, segment_blocks), TS_COUNT},
     {"entries", offsetof(shale_stats, entries), TS_COUNT},
     {"tombstones", offsetof(shale_stats, tombstones), TS_COUNT},
+    {"range tombstones", offsetof(shale_stats, range_tombstones), TS_COUNT},
     {"memtable bytes", offsetof(shale_stats, memtable_bytes), TS_BYTES},
     {"memtables", offsetof(shale_stats, memtables), TS_COUNT},
     {"last sequence", offsetof(shale_stats, last_sequence), TS_COUNT},

@@ -99,6 +99,15 @@ int shale_batch_remove(shale_batch *b, shale_tree *t, const void *key, size_t kl
     return batch_add(b, NODE_KIND_TOMBSTONE, t->id, key, klen, NULL, 0);
 }
 
+int shale_batch_remove_range(shale_batch *b, shale_tree *t, const void *lo, size_t lolen,
+                             const void *hi, size_t hilen)
+{
+    RET(batch_check(b, t, lo, lolen));
+    if (hi || hilen)
+        RET(tree_check_key(t, hi, hilen));
+    return batch_add_range(b, t->id, lo, lolen, hi, hilen);
+}
+
 int shale_batch_apply(shale_db *db, shale_batch *b)
 {
     if (!db || !b || (b->db && b->db != db))
@@ -153,6 +162,10 @@ int shale_stats_get(shale_db *db, shale_stats *st)
     st->memtable_bytes = mt_bytes(v->mem.mt);
     for (size_t i = 0; i < v->nimm; i++)
         st->memtable_bytes += mt_bytes(v->imm[i].mt);
+    st->range_tombstones = v->gy ? v->gy->n : 0;
+    for (size_t i = 0; i <= v->nimm; i++)
+        for (const mt_range *r = mt_ranges(i ? v->imm[i - 1].mt : v->mem.mt); r; r = r->next)
+            st->range_tombstones++;
     st->segments = v->nsegs;
     for (size_t i = 0; i < v->nsegs; i++) {
         seg_segment *s = v->segs[i];

@@ -59,6 +59,27 @@ int batch_add(shale_batch *b, uint8_t kind, uint32_t tree, const void *key, size
     return SHALE_OK;
 }
 
+int batch_add_range(shale_batch *b, uint32_t tree, const void *lo, size_t lolen, const void *hi,
+                    size_t hilen)
+{
+    uint8_t end[IKEY_PREFIX];
+    if (!hi) { /* the tree's end: the next tree id's prefix */
+        if (tree == UINT32_MAX)
+            return SHALE_EINVAL;
+        put_be32(end, tree + 1);
+        return batch_add(b, BATCH_KIND_RANGE, tree, lo, lolen, end, sizeof end);
+    }
+    if (key_cmp(lo, lolen, hi, hilen) >= 0)
+        return SHALE_EINVAL;
+    uint8_t *ih = malloc(hilen + IKEY_PREFIX);
+    if (!ih)
+        return SHALE_ENOMEM;
+    ikey_make(ih, tree, hi, hilen);
+    int rc = batch_add(b, BATCH_KIND_RANGE, tree, lo, lolen, ih, hilen + IKEY_PREFIX);
+    free(ih);
+    return rc;
+}
+
 int batch_payload(shale_batch *b, const uint8_t **out, size_t *len)
 {
     uint8_t tmp[VARINT_MAX];
@@ -96,7 +117,7 @@ int batch_reader_next(batch_reader *r, batch_op *op)
     if (r->p >= r->end)
         return SHALE_ECORRUPT;
     op->kind = *r->p++;
-    if (op->kind > NODE_KIND_MERGE)
+    if (op->kind > BATCH_KIND_RANGE)
         return SHALE_ECORRUPT;
     if (!(n = varint_get(r->p, r->end, &v)) || v < IKEY_PREFIX ||
         v > (uint64_t)(r->end - r->p - n))
@@ -115,6 +136,9 @@ int batch_reader_next(batch_reader *r, batch_op *op)
         op->vlen = v;
         r->p += v;
     }
+    if (op->kind == BATCH_KIND_RANGE &&
+        (op->vlen < IKEY_PREFIX || key_cmp(op->ikey, op->iklen, op->val, op->vlen) >= 0))
+        return SHALE_ECORRUPT;
     r->left--;
     return SHALE_OK;
 }

@@ -4,8 +4,10 @@
  *
  * Payload encoding (the LG_T_BATCH record body):
  *   varint op count
- *   per op: u8 kind (NODE_KIND_*) | varint internal key length | internal key |
- *           [kind != tombstone: varint value length | value]
+ *   per op: u8 kind (NODE_KIND_*, or BATCH_KIND_RANGE) | varint internal key
+ *           length | internal key | [kind != tombstone: varint value length | value]
+ * A range tombstone (graveyard.h) deletes [key, value): both internal keys,
+ * key < value.
  * An internal key is the 4-byte big-endian tree id followed by the user key,
  * so every tree is a contiguous key range and memcmp order within a tree is
  * the user's order.  Sequence numbers are not stored per op: op i of a record
@@ -22,6 +24,7 @@
 #define IKEY_PREFIX 4u
 #define TREE_ID_CATALOG 0u
 #define TREE_ID_DEFAULT 1u
+#define BATCH_KIND_RANGE 3u /* a range tombstone: [ikey, val) */
 
 struct shale_batch {
     uint8_t *buf; /* ops only; the count is prepended when encoded */
@@ -32,9 +35,16 @@ struct shale_batch {
     shale_db *db; /* db of the first tree used; all must match */
 };
 
-/* batch_add -- append an op for tree id `tree`. */
+/* batch_add -- append an op for tree id `tree` (for BATCH_KIND_RANGE, val is
+ * the range's internal end key). */
 int batch_add(shale_batch *b, uint8_t kind, uint32_t tree, const void *key, size_t klen,
               const void *val, size_t vlen);
+
+/* batch_add_range -- append a range tombstone deleting the keys of tree id
+ * `tree` in [lo, hi) (hi NULL: to the tree's end).  Errors: SHALE_EINVAL
+ * (hi given and not above lo), SHALE_ENOMEM. */
+int batch_add_range(shale_batch *b, uint32_t tree, const void *lo, size_t lolen, const void *hi,
+                    size_t hilen);
 
 /* batch_encode_payload -- the full record payload: varint count + ops.  *out
  * points into a buffer owned by b (valid until the next change to b). */

@@ -49,6 +49,7 @@ typedef struct mem_src {
     mt_iter it;
     bool started;
     live_cache lc;
+    bool ranges; /* the memtable holds range tombstones */
 } mem_src;
 
 static int mem_next(void *ctx, uint8_t *kind, const void **key, size_t *klen, const void **val,
@@ -66,6 +67,10 @@ static int mem_next(void *ctx, uint8_t *kind, const void **key, size_t *klen, co
             return SHALE_NOTFOUND;
         *key = mt_iter_key(&s->it, klen);
         if (!db_key_live(&s->lc, *key, *klen))
+            continue;
+        /* deleted by a later range tombstone of the same memtable (which
+         * moves to the graveyard with the write-out) */
+        if (s->ranges && mt_range_covers(s->it.mt, *key, *klen, mt_iter_seq(&s->it), UINT64_MAX))
             continue;
         *kind = mt_iter_kind(&s->it);
         *val = mt_iter_value(&s->it, vlen);
@@ -85,7 +90,7 @@ void db_next_ids(shale_db *db, uint64_t *id, uint64_t *gen)
 /* write_mem -- build a young segment from memtable m (*segp NULL if empty). */
 static int write_mem(shale_db *db, const ver_mem *m, seg_segment **segp)
 {
-    mem_src s = {.lc = {.db = db}};
+    mem_src s = {.lc = {.db = db}, .ranges = mt_ranges(m->mt) != NULL};
     seg_source src = {mem_next, &s};
     uint64_t id, gen;
     mt_iter_init(&s.it, m->mt, UINT64_MAX);
@@ -95,11 +100,36 @@ static int write_mem(shale_db *db, const ver_mem *m, seg_segment **segp)
         *segp = NULL;
         rc = SHALE_OK;
     }
+    if (rc == SHALE_OK && *segp)
+        (*segp)->seq = m->last_seq; /* its own ranges are applied; older ones are older */
+    return rc;
+}
+
+/* graveyard_with -- the graveyard g plus the range tombstones of memtable mt
+ * (written out: the segments now carry what they delete). */
+static int graveyard_with(gy_set *g, mt_table *mt, gy_set **out)
+{
+    size_t n = 0;
+    for (const mt_range *r = mt_ranges(mt); r; r = r->next)
+        n++;
+    if (n == 0) {
+        gy_ref(g);
+        *out = g;
+        return SHALE_OK;
+    }
+    gy_range *v = malloc(n * sizeof *v);
+    if (!v)
+        return SHALE_ENOMEM;
+    n = 0;
+    for (const mt_range *r = mt_ranges(mt); r; r = r->next)
+        v[n++] = (gy_range){r->seq, r->lo, r->hi, r->lolen, r->hilen};
+    int rc = gy_with(g, v, n, out);
+    free(v);
     return rc;
 }
 
 /* install_written -- replace immutable memtable mt by seg (may be NULL) in a
- * new current version. */
+ * new current version; mt's range tombstones join the graveyard. */
 static int install_written(shale_db *db, mt_table *mt, uint64_t last_seq, seg_segment *seg)
 {
     int rc;
@@ -115,7 +145,11 @@ static int install_written(shale_db *db, mt_table *mt, uint64_t last_seq, seg_se
     for (size_t i = 0; i < cur->nimm; i++)
         if (cur->imm[i].mt != mt)
             imm[n++] = cur->imm[i];
-    rc = ver_new_around(cur->zb, &cur->mem, imm, n, seg, cur->segs, cur->nsegs, NULL, &v);
+    gy_set *gy = NULL;
+    rc = graveyard_with(cur->gy, mt, &gy);
+    if (rc == SHALE_OK)
+        rc = ver_new_around(cur->zb, &cur->mem, imm, n, seg, cur->segs, cur->nsegs, NULL, gy, &v);
+    gy_unref(gy);
     if (rc == SHALE_OK) {
         db_set_current(db, v);
         if (last_seq > db->ckpt_seq)
@@ -174,6 +208,7 @@ int db_checkpoint(shale_db *db)
         .compression = (uint64_t)db->opts.compression,
         .segs = v->segs,
         .nsegs = v->nsegs,
+        .gy = v->gy,
     };
     pthread_mutex_unlock(&db->ver_mu);
     for (size_t i = 0; i < v->nsegs; i++)
@@ -308,17 +343,22 @@ void db_stop_threads(shale_db *db)
 /* install_fresh_active -- a version whose active memtable is a new, empty
  * one tied to log log_no, with seg (written from the old one; may be NULL)
  * added: the old active memtable's writes, up to last, are now in segments. */
-static int install_fresh_active(shale_db *db, uint64_t log_no, uint64_t last, seg_segment *seg)
+static int install_fresh_active(shale_db *db, uint64_t log_no, uint64_t last, mt_table *old,
+                                seg_segment *seg)
 {
     int rc;
     ver_version *v = NULL;
+    gy_set *gy = NULL;
     ver_mem fresh = {.log_no = log_no};
     RET(mt_create_sized(&fresh.mt, db->opts.memtable_size));
     pthread_mutex_lock(&db->write_mu);
     pthread_mutex_lock(&db->ver_mu);
     ver_version *cur = db->current;
-    rc = ver_new_around(cur->zb, &fresh, cur->imm, cur->nimm, seg, cur->segs, cur->nsegs, NULL,
-                        &v);
+    rc = graveyard_with(cur->gy, old, &gy);
+    if (rc == SHALE_OK)
+        rc = ver_new_around(cur->zb, &fresh, cur->imm, cur->nimm, seg, cur->segs, cur->nsegs,
+                            NULL, gy, &v);
+    gy_unref(gy);
     if (rc == SHALE_OK) {
         db_set_current(db, v);
         db->active = fresh.mt;
@@ -346,13 +386,14 @@ int db_flush_memtables(shale_db *db)
     ver_mem m = {.mt = db->active};
     mt_ref(m.mt);
     uint64_t last = atomic_load(&db->last_seq);
+    m.last_seq = last;
     pthread_mutex_unlock(&db->write_mu);
     pthread_mutex_lock(&db->ver_mu);
     m.log_no = db->current->mem.log_no;
     pthread_mutex_unlock(&db->ver_mu);
     rc = mt_count(m.mt) ? write_mem(db, &m, &seg) : SHALE_OK;
     if (rc == SHALE_OK)
-        rc = install_fresh_active(db, m.log_no + 1, last, seg);
+        rc = install_fresh_active(db, m.log_no + 1, last, m.mt, seg);
     if (rc < 0 && seg)
         seg_discard(seg);
     seg_unref(seg);

@@ -64,7 +64,7 @@ static int cp_install(shale_db *db, seg_segment *seg)
     ver_version *nv = NULL;
     pthread_mutex_lock(&db->ver_mu);
     ver_version *cur = db->current;
-    rc = ver_new(cur->zb, &cur->mem, cur->imm, cur->nimm, &seg, 1, &nv);
+    rc = ver_new(cur->zb, &cur->mem, cur->imm, cur->nimm, &seg, 1, cur->gy, &nv);
     if (rc == SHALE_OK) {
         db_set_current(db, nv);
         ver_unref(cur);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "../space/common.h"
+#include "db.h"
 
 enum { CH_MEM, CH_SEG };
 
@@ -19,6 +20,7 @@ typedef struct cur_child {
     bool valid;
     mt_iter mt;
     seg_cursor *sc;
+    uint64_t seg_seq; /* CH_SEG: the segment's seq (graveyard.h) */
 } cur_child;
 
 struct cur_cursor {
@@ -35,6 +37,9 @@ struct cur_cursor {
     uint8_t *lo, *hi;
     size_t lolen, hilen;
     bool has_lo, has_hi;
+    uint64_t snap;
+    bool mem_ranges; /* the memtables' range tombstones apply (include_mem) */
+    bool ranges;     /* some range tombstone may apply */
 };
 
 /* ch_key -- the child's current key. */
@@ -122,6 +127,11 @@ int cur_open(ver_version *v, uint64_t snap, bool include_mem, size_t segs_from, 
     ver_ref(v);
     c->v = v;
     c->hide = hide_tombstones;
+    c->snap = snap;
+    c->mem_ranges = include_mem;
+    c->ranges = v->gy != NULL;
+    for (size_t i = 0; include_mem && i <= v->nimm; i++)
+        c->ranges |= mt_ranges(i ? v->imm[i - 1].mt : v->mem.mt) != NULL;
     if (include_mem) {
         c->ch[c->n].type = CH_MEM;
         mt_iter_init(&c->ch[c->n++].mt, v->mem.mt, snap);
@@ -132,6 +142,7 @@ int cur_open(ver_version *v, uint64_t snap, bool include_mem, size_t segs_from, 
     }
     for (size_t i = segs_from; i < segs_from + segs_n && i < v->nsegs; i++) {
         c->ch[c->n].type = CH_SEG;
+        c->ch[c->n].seg_seq = v->segs[i]->seq;
         ERR(seg_cursor_open(v->segs[i], &c->ch[c->n].sc));
         c->n++;
     }
@@ -251,8 +262,23 @@ static int skip_key(cur_cursor *c, int dir)
     return SHALE_OK;
 }
 
+/* covered -- whether a range tombstone deletes the winner's entry (cur):
+ * with memtables in the cursor, theirs and the graveyard's (db_covered);
+ * over segments only (a merge), the graveyard's alone, since only those are
+ * sure to be older than every reader of the merge's result. */
+static bool covered(const cur_cursor *c)
+{
+    const cur_child *h = &c->ch[c->win];
+    uint64_t after = h->type == CH_MEM ? mt_iter_seq(&h->mt) : h->seg_seq;
+    if (c->mem_ranges)
+        return db_covered(c->v, c->cur, c->curlen, after, c->snap);
+    return gy_covered(c->v->gy, c->cur, c->curlen, after, c->snap);
+}
+
 /* settle -- from children positioned for direction dir, find the next visible
- * entry within bounds: SHALE_OK positioned, SHALE_NOTFOUND off the end. */
+ * entry within bounds: SHALE_OK positioned, SHALE_NOTFOUND off the end.  An
+ * entry a range tombstone deletes is skipped like a hidden tombstone, hidden
+ * or not: the range tombstone itself stands for it. */
 static int settle(cur_cursor *c, int dir)
 {
     for (;;) {
@@ -266,7 +292,8 @@ static int settle(cur_cursor *c, int dir)
         if (dir < 0 && c->has_lo && key_cmp(k, kl, c->lo, c->lolen) < 0)
             break;
         RET(set_cur(c, w));
-        if (!(c->hide && ch_kind(&c->ch[w]) == NODE_KIND_TOMBSTONE)) {
+        if (!(c->hide && ch_kind(&c->ch[w]) == NODE_KIND_TOMBSTONE) &&
+            !(c->ranges && covered(c))) {
             c->dir = dir;
             return SHALE_OK;
         }

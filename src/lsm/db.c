@@ -132,7 +132,7 @@ static int replay_log(shale_db *db, uint64_t no, mt_table *mt, uint64_t *last_se
         ERR(batch_reader_init(&br, payload, len));
         uint64_t s = seq;
         while ((rc = batch_reader_next(&br, &op)) == SHALE_OK)
-            ERR(mt_add(mt, s++, op.kind, op.ikey, op.iklen, op.val, op.vlen));
+            ERR(db_apply_op(mt, s++, &op));
         ERR(rc);
         if (s > seq)
             *last_seq = s - 1;
@@ -397,7 +397,7 @@ int db_open_env(const char *path, const shale_options *opts, sp_env *env, shale_
     if (!db->opts.read_only)
         ERR(db_open_log(db, next_log, &db->log));
     ERR(zb_open(sp_freespace_of(db->sp), &db->zb));
-    ERR(ver_new(db->zb, &mem, rec.mt ? &rec : NULL, rec.mt ? 1 : 0, m.segs, m.nsegs,
+    ERR(ver_new(db->zb, &mem, rec.mt ? &rec : NULL, rec.mt ? 1 : 0, m.segs, m.nsegs, m.gy,
                 &db->current));
     db->active = mem.mt;
     ERR(tree_load_catalog(db));

@@ -123,9 +123,14 @@ struct shale_db {
 /* Internal entry points shared by the lsm files. */
 int db_open_env(const char *path, const shale_options *opts, sp_env *env, shale_db **dbp);
 int db_write(shale_db *db, shale_batch *b);
+/* db_apply_op -- one decoded batch op into memtable mt at seq (write, replay). */
+int db_apply_op(mt_table *mt, uint64_t seq, const batch_op *op);
 ver_version *db_pin(shale_db *db, uint64_t *snap);
 int db_get_ikey(shale_db *db, ver_version *v, uint64_t snap, const void *ikey, size_t iklen,
                 shale_buf *val);
+/* db_covered -- whether a range tombstone of v visible at snap deletes a
+ * version of key with sequence (or segment seq) after (read.c). */
+bool db_covered(const ver_version *v, const void *key, size_t klen, uint64_t after, uint64_t snap);
 int db_bg_error(shale_db *db);
 void db_set_bg_error(shale_db *db, int rc);
 int db_start_threads(shale_db *db);

@@ -1,5 +1,6 @@
 /*
- * kv.c -- single-key operations on a tree: get, insert, remove.
+ * kv.c -- single-key operations on a tree: get, insert, remove; and
+ * removing a range of keys with one range tombstone.
  *
  * Keys are turned into internal keys (tree prefix + key) in a stack buffer
  * when short, so a get of a short key allocates nothing.
@@ -104,4 +105,17 @@ int shale_insert(shale_tree *t, const void *key, size_t klen, const void *val, s
 int shale_remove(shale_tree *t, const void *key, size_t klen, shale_buf *old)
 {
     return write_one(t, NODE_KIND_TOMBSTONE, key, klen, NULL, 0, old);
+}
+
+int shale_remove_range(shale_tree *t, const void *lo, size_t lolen, const void *hi, size_t hilen)
+{
+    shale_batch b = {0};
+    RET(tree_check_key(t, lo, lolen));
+    if (hi || hilen)
+        RET(tree_check_key(t, hi, hilen));
+    int rc = batch_add_range(&b, t->id, lo, lolen, hi, hilen);
+    if (rc == SHALE_OK)
+        rc = db_write(t->db, &b);
+    free(b.buf);
+    return rc;
 }

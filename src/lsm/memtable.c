@@ -79,6 +79,7 @@ struct mt_table {
     _Atomic int refs;
     _Atomic uint64_t *bloom; /* bloom_blocks blocks of 8 words, or NULL */
     uint64_t bloom_blocks;
+    _Atomic(const mt_range *) ranges; /* range tombstones, newest first */
 };
 
 #define MT_BLOOM_PROBES 6
@@ -293,6 +294,7 @@ int mt_create_sized(mt_table **mtp, size_t expect_bytes)
         atomic_init(node_link(mt->head, i), NULL);
     atomic_init(&mt->height, 1);
     atomic_init(&mt->count, 0);
+    atomic_init(&mt->ranges, NULL);
     atomic_init(&mt->refs, 1);
     mt->rnd = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)mt;
     *mtp = mt;
@@ -347,15 +349,48 @@ int mt_add(mt_table *mt, uint64_t seq, uint8_t kind, const void *key, size_t kle
 
 /* mt_get -- the newest version of key with seq <= snap. */
 int mt_get(mt_table *mt, const void *key, size_t klen, uint64_t snap, uint8_t *kind,
-           const void **val, size_t *vlen)
+           const void **val, size_t *vlen, uint64_t *seq)
 {
     mt_node *n = find_ge(mt, key, klen, snap, NULL);
     if (n == NULL || node_cmp_key(n, key, klen) != 0)
         return SHALE_NOTFOUND;
+    if (seq)
+        *seq = n->seq;
     *kind = n->kind;
     *val = node_val(n);
     *vlen = n->vlen;
     return SHALE_OK;
+}
+
+int mt_add_range(mt_table *mt, uint64_t seq, const void *lo, size_t lolen, const void *hi,
+                 size_t hilen)
+{
+    mt_range *r = arena_alloc(&mt->arena, sizeof *r + lolen + hilen);
+    if (!r)
+        return SHALE_ENOMEM;
+    uint8_t *k = (uint8_t *)(r + 1);
+    memcpy(k, lo, lolen);
+    memcpy(k + lolen, hi, hilen);
+    *r = (mt_range){seq, k, k + lolen, lolen, hilen,
+                    atomic_load_explicit(&mt->ranges, memory_order_relaxed)};
+    atomic_store_explicit(&mt->ranges, r, memory_order_release);
+    atomic_fetch_add_explicit(&mt->count, 1, memory_order_relaxed);
+    return SHALE_OK;
+}
+
+const mt_range *mt_ranges(const mt_table *mt)
+{
+    return atomic_load_explicit(&((mt_table *)mt)->ranges, memory_order_acquire);
+}
+
+bool mt_range_covers(const mt_table *mt, const void *key, size_t klen, uint64_t after,
+                     uint64_t upto)
+{
+    for (const mt_range *r = mt_ranges(mt); r; r = r->next)
+        if (r->seq > after && r->seq <= upto && key_cmp(r->lo, r->lolen, key, klen) <= 0 &&
+            key_cmp(key, klen, r->hi, r->hilen) < 0)
+            return true;
+    return false;
 }
 
 /* mt_bytes -- memory held by the table (arena chunks used, large values). */

@@ -39,10 +39,31 @@ int mt_add(mt_table *mt, uint64_t seq, uint8_t kind, const void *key, size_t kle
            const void *val, size_t vlen);
 
 /* mt_get -- newest version of key with seq <= snap.  SHALE_OK with *kind, *val,
- * *vlen (pointing into the table; valid while a reference is held), or
- * SHALE_NOTFOUND when the table has no visible version of key. */
+ * *vlen (pointing into the table; valid while a reference is held) and *seq
+ * (if not NULL), or SHALE_NOTFOUND when the table has no visible version of
+ * key.  Range tombstones are not applied here (mt_range_covers). */
 int mt_get(mt_table *mt, const void *key, size_t klen, uint64_t snap, uint8_t *kind,
-           const void **val, size_t *vlen);
+           const void **val, size_t *vlen, uint64_t *seq);
+
+/* Range tombstones (graveyard.h) written to the table: a list, newest first,
+ * published like nodes (readers walk it without a lock).  Each counts as a
+ * version in mt_count. */
+typedef struct mt_range {
+    uint64_t seq;
+    const uint8_t *lo, *hi; /* [lo, hi), internal keys */
+    size_t lolen, hilen;
+    const struct mt_range *next;
+} mt_range;
+
+/* mt_add_range -- add [lo, hi) at seq (one writer, as mt_add).
+ * Errors: SHALE_ENOMEM. */
+int mt_add_range(mt_table *mt, uint64_t seq, const void *lo, size_t lolen, const void *hi,
+                 size_t hilen);
+const mt_range *mt_ranges(const mt_table *mt); /* newest first; NULL: none */
+/* mt_range_covers -- whether a range of the table with after < seq <= upto
+ * holds key. */
+bool mt_range_covers(const mt_table *mt, const void *key, size_t klen, uint64_t after,
+                     uint64_t upto);
 
 /* mt_may_contain -- false only when the key whose filter_hash (filter.h) is h
  * is certainly not in the table; always true for a table without a filter. */

@@ -39,6 +39,15 @@
  * pinned version may hold its key (key range and Bloom filter): only then
  * has it nothing left to hide.  Keys of dropped trees are left out.
  *
+ * Range tombstones (graveyard.h).  The merge applies the pinned version's
+ * graveyard: the stream's cursor skips entries a range deletes, the
+ * destination's rebuild drops them (rewriting every subtree a range may
+ * meet), and each result's seq covers the graveyard, so the ranges no longer
+ * apply to it.  At install, a range no segment older than it can hold a key
+ * of leaves the graveyard.  (Ranges still in memtables are left alone: they
+ * are newer than every segment, and a merge must not apply a write no reader
+ * of its result may see yet.)
+ *
  * Pages.  What the result no longer references (recycle.h) becomes zombies
  * tagged with the version it replaced (zombie.h); a moved segment keeps its
  * pages.
@@ -206,15 +215,15 @@ static int merge_stream_skip(void *ctx, const void *key, size_t klen, rc_entry *
 }
 
 /* rebuild -- one output segment: dest (may be NULL) rebuilt at level with
- * src streamed in (may be NULL), kept by f.  *dead gets the pages the result
+ * src streamed in (may be NULL), kept by f; seq is the result's (segment.h).  *dead gets the pages the result
  * no longer references of dest and, when retire is set, of the stream's
  * segments; *moved (may be NULL) the stream's value runs the result took
  * over; *own the pages only the result holds (to give back if it is never
  * installed).  On error nothing is added to *own: the result's pages went
  * back here. */
-static int rebuild(shale_db *db, uint32_t level, const seg_segment *dest, rc_stream *src,
-                   bool retire, const rc_filter *f, seg_segment **out, sp_blocklist *dead,
-                   sp_blocklist *moved, sp_blocklist *own)
+static int rebuild(shale_db *db, uint32_t level, uint64_t seq, const seg_segment *dest,
+                   rc_stream *src, bool retire, const rc_filter *f, seg_segment **out,
+                   sp_blocklist *dead, sp_blocklist *moved, sp_blocklist *own)
 {
     int rc = SHALE_OK;
     uint64_t id, gen;
@@ -226,6 +235,7 @@ static int rebuild(shale_db *db, uint32_t level, const seg_segment *dest, rc_str
     db_next_ids(db, &id, &gen);
     ERR(seg_rebuild(&db->store, id, gen, level, dest, src, f, &res));
     if (res.seg) {
+        res.seg->seq = seq;
         ERR(bl_copy(&mine, &res.seg->pages));
         if (dest)
             ERR(bl_subtract(&mine, &dest->pages));
@@ -278,10 +288,14 @@ static int merge_rebuild(shale_db *db, const merge_job *j, seg_segment **outs, s
     merge_keep keep = {.v = j->v, .deeper = j->from + j->n, .lc = {.db = db}};
     merge_stream ms = {0};
     rc_stream src = {merge_stream_next, merge_stream_skip, &ms, j->v->segs + j->from, nstream};
-    rc_filter keepf = {merge_keep_fn, merge_span_live, &keep};
+    rc_filter keepf = {merge_keep_fn, merge_span_live, &keep, j->v->gy};
+    uint64_t seq = j->v->gy ? j->v->gy->max_seq : 0;
+    for (size_t i = j->from; i < j->from + j->n; i++)
+        seq = MAX(seq, j->v->segs[i]->seq);
 
     ERR(cur_open(j->v, UINT64_MAX, false, j->from, nstream, false, &ms.c));
-    ERR(rebuild(db, j->out_level, dest, &src, true, &keepf, &outs[0], dead, NULL, &fresh[0]));
+    ERR(rebuild(db, j->out_level, seq, dest, &src, true, &keepf, &outs[0], dead, NULL,
+                &fresh[0]));
 err:
     cur_close(ms.c);
     return rc;
@@ -499,8 +513,9 @@ static int merge_window(shale_db *db, const merge_job *j, seg_segment **outs, sp
     window_keep wk = {.j = j, .lc = {.db = db}};
     merge_stream ms = {0};
     rc_stream src = {merge_stream_next, NULL, &ms, NULL, 0};
-    rc_filter keepf = {merge_keep_fn, merge_span_live, &keep};
-    rc_filter cutf = {window_keep_fn, window_span_live, &wk};
+    rc_filter keepf = {merge_keep_fn, merge_span_live, &keep, j->v->gy};
+    rc_filter cutf = {window_keep_fn, window_span_live, &wk, j->v->gy};
+    uint64_t gseq = j->v->gy ? j->v->gy->max_seq : 0;
     sp_blocklist moved = BL_INIT, cut_dead = BL_INIT;
     uint8_t *lo = NULL, *hi = NULL;
 
@@ -510,8 +525,10 @@ static int merge_window(shale_db *db, const merge_job *j, seg_segment **outs, sp
         ERR(bound_after(j->hi, j->hilen, &hi));
     ERR(cur_open(j->v, UINT64_MAX, false, j->from, 1, false, &ms.c));
     ERR(cur_set_bounds(ms.c, lo, j->lolen + 1, hi, j->hilen + 1));
-    ERR(rebuild(db, j->out_level, d, &src, false, &keepf, &outs[1], dead, &moved, &fresh[1]));
-    ERR(rebuild(db, s->level, s, NULL, false, &cutf, &outs[0], &cut_dead, NULL, &fresh[0]));
+    ERR(rebuild(db, j->out_level, MAX(gseq, MAX(s->seq, d->seq)), d, &src, false, &keepf,
+                &outs[1], dead, &moved, &fresh[1]));
+    ERR(rebuild(db, s->level, MAX(gseq, s->seq), s, NULL, false, &cutf, &outs[0], &cut_dead, NULL,
+                &fresh[0]));
     ERR(bl_subtract(&cut_dead, &moved));
     ERR(bl_add_list(dead, &cut_dead));
     atomic_fetch_add(&db->st_merge_windows, 1);
@@ -539,6 +556,25 @@ static bool pages_sound(seg_segment *const *segs, size_t n, const sp_blocklist *
     return true;
 }
 
+/* A range tombstone stays in the graveyard while a segment it has not been
+ * applied to (seq below the range's) may hold a key in it. */
+typedef struct gy_keep {
+    seg_segment *const *segs;
+    size_t n;
+} gy_keep;
+
+static bool range_needed(void *ctx, const gy_range *r)
+{
+    const gy_keep *k = ctx;
+    for (size_t i = 0; i < k->n; i++) {
+        const seg_segment *s = k->segs[i];
+        if (s->seq < r->seq && key_cmp(s->max_key, s->max_len, r->lo, r->lolen) >= 0 &&
+            key_cmp(s->min_key, s->min_len, r->hi, r->hilen) < 0)
+            return true;
+    }
+    return false;
+}
+
 /* merge_install -- with ver_mu held: a new current version in which the
  * job's segments are replaced by outs[0..2) (NULLs left out; in level
  * order); dead (taken over) become zombies tagged with the version replaced. */
@@ -547,6 +583,7 @@ static int merge_install(shale_db *db, const merge_job *j, seg_segment *const *o
 {
     int rc = SHALE_OK;
     ver_version *cur = db->current, *nv = NULL;
+    gy_set *gy = NULL;
     seg_segment **segs = malloc((cur->nsegs + 2) * sizeof *segs);
     size_t n = 0, o = 0;
 
@@ -569,7 +606,9 @@ static int merge_install(shale_db *db, const merge_job *j, seg_segment *const *o
             segs[n++] = outs[o];
     if (!pages_sound(segs, n, dead))
         ERR_SET(SHALE_ECORRUPT);
-    ERR(ver_new(cur->zb, &cur->mem, cur->imm, cur->nimm, segs, n, &nv));
+    gy_keep gk = {segs, n};
+    ERR(gy_retire(cur->gy, range_needed, &gk, &gy));
+    ERR(ver_new(cur->zb, &cur->mem, cur->imm, cur->nimm, segs, n, gy, &nv));
     ERR(zb_add(db->zb, cur->node.id, dead));
     db_set_current(db, nv);
     nv = NULL;
@@ -577,6 +616,7 @@ static int merge_install(shale_db *db, const merge_job *j, seg_segment *const *o
     pthread_cond_broadcast(&db->room_cv);
 err:
     ver_unref(nv);
+    gy_unref(gy);
     free(segs);
     return rc;
 }

@@ -20,12 +20,25 @@ int meta_encode(const meta_body *m, uint8_t **buf, size_t *len)
                          m->level_factor, m->compression, m->nsegs};
     for (size_t i = 0; i < ARRAY_LEN(fields); i++)
         n += varint_put(b + n, fields[i]);
-    for (size_t i = 0; i < m->nsegs; i++) {
-        int rc = seg_encode(m->segs[i], &b, &n, &cap);
-        if (rc < 0) {
-            free(b);
-            return rc;
+    int rc = SHALE_OK;
+    for (size_t i = 0; i < m->nsegs && rc == SHALE_OK; i++)
+        rc = seg_encode(m->segs[i], &b, &n, &cap);
+    for (size_t i = 0; i < m->nsegs && rc == SHALE_OK; i++) {
+        if (n + VARINT_MAX > cap) {
+            uint8_t *nb = realloc(b, cap = 2 * cap + VARINT_MAX);
+            if (!nb) {
+                rc = SHALE_ENOMEM;
+                break;
+            }
+            b = nb;
         }
+        n += varint_put(b + n, m->segs[i]->seq);
+    }
+    if (rc == SHALE_OK)
+        rc = gy_encode(m->gy, &b, &n, &cap);
+    if (rc < 0) {
+        free(b);
+        return rc;
     }
     *buf = b;
     *len = n;
@@ -55,7 +68,8 @@ int meta_decode(const seg_store *st, const uint8_t *p, size_t len, meta_body *m)
     memset(m, 0, sizeof *m);
     if (len < 8 || get_u32(p) != META_MAGIC)
         return SHALE_ECORRUPT;
-    if (get_u32(p + 4) != META_VERSION)
+    uint32_t version = get_u32(p + 4);
+    if (version != META_VERSION && version != 2)
         return SHALE_EFORMAT;
     p += 8;
     for (size_t i = 0; i < ARRAY_LEN(fields); i++) {
@@ -80,6 +94,19 @@ int meta_decode(const seg_store *st, const uint8_t *p, size_t len, meta_body *m)
             ERR_SET(SHALE_ECORRUPT);
         }
     }
+    if (version >= 3) {
+        for (size_t i = 0; i < m->nsegs; i++) {
+            size_t n = varint_get(p, end, &m->segs[i]->seq);
+            if (!n || m->segs[i]->seq > m->ckpt_seq)
+                ERR_SET(SHALE_ECORRUPT);
+            p += n;
+        }
+        size_t used;
+        ERR(gy_decode(p, (size_t)(end - p), &used, &m->gy));
+        p += used;
+        if (m->gy && m->gy->max_seq > m->ckpt_seq)
+            ERR_SET(SHALE_ECORRUPT);
+    }
     if (p != end)
         ERR_SET(SHALE_ECORRUPT);
     ERR(meta_check_levels(m));
@@ -96,4 +123,6 @@ void meta_free_segs(meta_body *m)
     free(m->segs);
     m->segs = NULL;
     m->nsegs = 0;
+    gy_unref(m->gy);
+    m->gy = NULL;
 }

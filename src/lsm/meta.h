@@ -3,7 +3,7 @@
  * (space treats it as opaque bytes).
  *
  * Encoding (little-endian / varints):
- *   u32 magic 0x4d4c4853 ("SHLM") | u32 body version (2)
+ *   u32 magic 0x4d4c4853 ("SHLM") | u32 body version (3; 2 is read too)
  *   varint ckpt_seq     last sequence number whose writes the segments hold
  *   varint log_no       first log file recovery must replay
  *   varint next_seg_id | varint next_gen
@@ -11,6 +11,10 @@
  *   varint segment count, then each segment descriptor (segment.h), newest
  *   first: the young segments (level 0), then one segment per regular level
  *   in increasing level order (checked: anything else is SHALE_ECORRUPT)
+ *   version 3 only (version 2 reads as seq 0 and no range tombstones):
+ *   per segment, in the same order, varint seq (segment.h: every range
+ *   tombstone up to it is applied to the segment), then the graveyard
+ *   (graveyard.h encoding)
  */
 #ifndef SHALE_META_H
 #define SHALE_META_H
@@ -18,10 +22,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "graveyard.h"
 #include "segment.h"
 
 #define META_MAGIC 0x4d4c4853u
-#define META_VERSION 2u
+#define META_VERSION 3u
 
 typedef struct meta_body {
     uint64_t ckpt_seq;
@@ -32,6 +37,7 @@ typedef struct meta_body {
     uint64_t compression;
     seg_segment **segs;
     size_t nsegs;
+    gy_set *gy; /* range tombstones (NULL: none) */
 } meta_body;
 
 /* meta_encode -- the body into *buf (malloc'd). */
@@ -39,6 +45,6 @@ int meta_encode(const meta_body *m, uint8_t **buf, size_t *len);
 /* meta_decode -- parse a body; segments are opened on sp (each with one
  * reference, owned by m->segs).  SHALE_ECORRUPT / SHALE_EFORMAT on bad input. */
 int meta_decode(const seg_store *st, const uint8_t *p, size_t len, meta_body *m);
-void meta_free_segs(meta_body *m); /* unref and free m->segs */
+void meta_free_segs(meta_body *m); /* unref and free m->segs and m->gy */
 
 #endif

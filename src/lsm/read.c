@@ -38,34 +38,50 @@ int buf_set(shale_buf *b, const void *p, size_t n)
     return SHALE_OK;
 }
 
+/* db_covered -- whether a range tombstone of v visible at snap deletes a
+ * version of key whose sequence (or segment seq) is after. */
+bool db_covered(const ver_version *v, const void *key, size_t klen, uint64_t after, uint64_t snap)
+{
+    if (mt_ranges(v->mem.mt) && mt_range_covers(v->mem.mt, key, klen, after, snap))
+        return true;
+    for (size_t i = 0; i < v->nimm; i++)
+        if (mt_ranges(v->imm[i].mt) && mt_range_covers(v->imm[i].mt, key, klen, after, snap))
+            return true;
+    return gy_covered(v->gy, key, klen, after, snap);
+}
+
 /* mem_lookup -- one memtable: SHALE_OK (value copied), SHALE_NOTFOUND
- * (tombstone), or 2 when the memtable does not know the key. */
-static int mem_lookup(mt_table *mt, uint64_t h, uint64_t snap, const void *ikey, size_t iklen,
-                      shale_buf *val)
+ * (tombstone, or deleted by a range), or 2 when the memtable does not know
+ * the key. */
+static int mem_lookup(const ver_version *v, mt_table *mt, uint64_t h, uint64_t snap,
+                      const void *ikey, size_t iklen, shale_buf *val)
 {
     uint8_t kind;
-    const void *v;
+    const void *p;
     size_t vlen;
-    if (!mt_may_contain(mt, h) || mt_get(mt, ikey, iklen, snap, &kind, &v, &vlen) != SHALE_OK)
+    uint64_t seq;
+    if (!mt_may_contain(mt, h) || mt_get(mt, ikey, iklen, snap, &kind, &p, &vlen, &seq) != SHALE_OK)
         return 2;
-    if (kind == NODE_KIND_TOMBSTONE)
+    if (kind == NODE_KIND_TOMBSTONE || db_covered(v, ikey, iklen, seq, snap))
         return SHALE_NOTFOUND;
-    return buf_set(val, v, vlen);
+    return buf_set(val, p, vlen);
 }
 
 int db_get_ikey(shale_db *db, ver_version *v, uint64_t snap, const void *ikey, size_t iklen,
                 shale_buf *val)
 {
     uint64_t h = filter_hash(ikey, iklen); /* one hash for every filter below */
-    int rc = mem_lookup(v->mem.mt, h, snap, ikey, iklen, val);
+    int rc = mem_lookup(v, v->mem.mt, h, snap, ikey, iklen, val);
     for (size_t i = 0; rc == 2 && i < v->nimm; i++)
-        rc = mem_lookup(v->imm[i].mt, h, snap, ikey, iklen, val);
+        rc = mem_lookup(v, v->imm[i].mt, h, snap, ikey, iklen, val);
     for (size_t i = 0; rc == 2 && i < v->nsegs; i++) {
         seg_segment *s = v->segs[i];
         uint8_t kind;
         int r = seg_get_hashed(s, ikey, iklen, h, &kind, val);
         if (r == SHALE_NOTFOUND)
             continue;
+        if (r == SHALE_OK && kind != NODE_KIND_TOMBSTONE && db_covered(v, ikey, iklen, s->seq, snap))
+            kind = NODE_KIND_TOMBSTONE;
         rc = (r == SHALE_OK && kind == NODE_KIND_TOMBSTONE) ? SHALE_NOTFOUND : r;
     }
     if (rc == 2 || rc == SHALE_NOTFOUND) {

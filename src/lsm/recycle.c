@@ -127,7 +127,8 @@ static int emit_dest(rb *b, const node_entry *en, size_t klen)
 {
     if (en->key.ovf_pgno) /* the builder writes the key's run anew */
         RET(dead_add(b, en->key.ovf_pgno, run_pages(b, en->key.klen)));
-    if (!b->flt->keep(b->flt->ctx, b->kb, klen, en->kind)) {
+    if (!b->flt->keep(b->flt->ctx, b->kb, klen, en->kind) ||
+        gy_covered(b->flt->gy, b->kb, klen, b->dest->seq, UINT64_MAX)) {
         if (en->val_ovf_pgno)
             RET(dead_add(b, en->val_ovf_pgno, run_pages(b, en->vlen)));
         return SHALE_OK;
@@ -282,8 +283,9 @@ static int rb_parent(rb *b, uint64_t pgno, uint32_t h)
             size_t klen;
             ERR(node_key_copy(b->sp, &c.last, &b->kb, &b->kcap, &klen));
             /* keys of a dropped tree may lie in it: rewrite to drop them */
-            redo = !b->flt->span_live(b->flt->ctx, b->have_min ? b->max_key : NULL, b->max_len,
-                                      b->kb, klen);
+            const void *lo = b->have_min ? b->max_key : NULL;
+            redo = !b->flt->span_live(b->flt->ctx, lo, b->max_len, b->kb, klen) ||
+                   gy_meets(b->flt->gy, lo, b->max_len, b->kb, klen, b->dest->seq);
             if (!redo && h == 1)
                 ERR(leaf_thin(b, c.pgno, &redo));
         }
@@ -324,8 +326,9 @@ static int splice(rb *b, size_t i, bool *done)
     const seg_segment *s = b->src->segs[i];
     *done = false;
     if (!b->flt->span_live(b->flt->ctx, s->min_key, s->min_len, s->max_key, s->max_len) ||
-        !b->flt->keep(b->flt->ctx, s->min_key, s->min_len, NODE_KIND_VALUE))
-        return SHALE_OK; /* a dropped tree's keys: let the entries be filtered */
+        !b->flt->keep(b->flt->ctx, s->min_key, s->min_len, NODE_KIND_VALUE) ||
+        gy_meets(b->flt->gy, s->min_key, s->min_len, s->max_key, s->max_len, s->seq))
+        return SHALE_OK; /* a dropped tree's or deleted range's keys: let them be filtered */
     b->from = s;
     int rc = hash_subtree(b, s->tree.root, s->tree.height);
     b->from = NULL;

@@ -36,6 +36,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "graveyard.h"
 #include "segment.h"
 
 #define RC_MIN_RUN 4u /* untouched siblings worth reusing as they are */
@@ -75,6 +76,10 @@ typedef struct rc_filter {
     bool (*keep)(void *ctx, const void *key, size_t klen, uint8_t kind);
     bool (*span_live)(void *ctx, const void *lo, size_t lolen, const void *hi, size_t hilen);
     void *ctx;
+    /* range tombstones (graveyard.h; may be NULL): a destination entry one
+     * of them deletes (seq above dest->seq) is dropped, a subtree one may
+     * meet is rewritten, and a stream segment one may meet is not spliced */
+    const gy_set *gy;
 } rc_filter;
 
 typedef struct rc_figures {

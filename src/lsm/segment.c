@@ -383,6 +383,7 @@ int seg_clone_level(const seg_segment *seg, uint32_t level, seg_segment **out)
     c->id = seg->id;
     c->gen = seg->gen;
     c->level = level;
+    c->seq = seg->seq;
     c->tree = seg->tree;
     c->filter_pgno = seg->filter_pgno;
     c->filter_bytes = seg->filter_bytes;

@@ -59,6 +59,8 @@ typedef struct seg_segment {
     uint64_t id;
     uint64_t gen;
     uint32_t level;       /* 0 = young */
+    uint64_t seq;         /* every range tombstone with seq <= this is applied
+                             to the entries (graveyard.h); kept in the header */
     node_tree_info tree;  /* root, height, entries, tombstones, leaves ... */
     uint64_t filter_pgno; /* 0: no filter */
     uint64_t filter_bytes;

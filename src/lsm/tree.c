@@ -8,9 +8,11 @@
  *   key 'n' + name   -> u32 id (little-endian)
  *   key '#next'      -> u32 next id to hand out (ids are never reused)
  * Creating a tree is one batch writing both keys, so it is durable and
- * recovered like any write.  Dropping a tree removes its catalog entry; its
- * keys become unreachable at once and are skipped when segments are written
- * or merged (tree_id_live), so a drop costs one small write.  Handles of
+ * recovered like any write.  Dropping a tree is one batch removing its
+ * catalog entry and writing a range tombstone over its id's key range
+ * (graveyard.h), so a drop costs one small write; its keys are also skipped
+ * when segments are written or merged (tree_id_live).  Clearing a tree is
+ * the range tombstone alone.  Handles of
  * dropped trees stay allocated (marked dropped) until close, so a stale
  * handle gets SHALE_EINVAL rather than freed memory.
  */
@@ -223,37 +225,22 @@ err:
     return rc;
 }
 
-/* build_clear -- a batch deleting every key of tree ctx, from version v. */
-static int build_clear(shale_db *db, ver_version *v, uint64_t snap, shale_batch *b, void *ctx)
-{
-    int rc = SHALE_OK;
-    struct shale_tree *t = ctx;
-    cur_cursor *c = NULL;
-    uint8_t lo[IKEY_PREFIX], hi[IKEY_PREFIX];
-    put_be32(lo, t->id);
-    put_be32(hi, t->id + 1);
-    ERR(cur_open(v, snap, true, 0, v->nsegs, true, &c));
-    ERR(cur_set_bounds(c, lo, sizeof lo, hi, sizeof hi));
-    for (rc = cur_first(c); rc == SHALE_OK; rc = cur_next(c)) {
-        size_t kl;
-        const uint8_t *k = cur_key(c, &kl);
-        ERR(batch_add(b, NODE_KIND_TOMBSTONE, t->id, k + IKEY_PREFIX, kl - IKEY_PREFIX, NULL, 0));
-    }
-    rc = rc == SHALE_NOTFOUND ? SHALE_OK : rc;
-err:
-    cur_close(c);
-    return rc;
-}
-
-/* clear_tree -- delete every key of tree t atomically: the scan and the
- * write happen with no other write between them.  (One batch of
- * tombstones; range tombstones will make this O(1).) */
+/* clear_tree -- delete every key of tree t atomically: one range tombstone. */
 static int clear_tree(shale_db *db, struct shale_tree *t)
 {
     shale_batch b = {0};
-    int rc = db_write_built(db, &b, build_clear, t);
+    int rc = batch_add_range(&b, t->id, NULL, 0, NULL, 0);
+    if (rc == SHALE_OK)
+        rc = db_write(db, &b);
     free(b.buf);
     return rc;
+}
+
+int shale_clear_tree(shale_tree *t)
+{
+    if (!t || atomic_load_explicit(&t->dropped, memory_order_relaxed))
+        return SHALE_EINVAL;
+    return clear_tree(t->db, t);
 }
 
 int shale_drop_tree(shale_db *db, const char *name)
@@ -275,6 +262,7 @@ int shale_drop_tree(shale_db *db, const char *name)
     }
     ERR(batch_add(&b, NODE_KIND_TOMBSTONE, TREE_ID_CATALOG, key, catalog_key(key, name, nlen),
                   NULL, 0));
+    ERR(batch_add_range(&b, t->id, NULL, 0, NULL, 0));
     ERR(db_write(db, &b));
     /* Write-outs skip a dropped tree's keys as soon as it is marked; the drop
      * must be durable by then, or a crash could bring back the tree empty. */

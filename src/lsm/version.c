@@ -8,9 +8,9 @@
 #include "../space/common.h"
 
 int ver_new(zb_set *zb, const ver_mem *mem, const ver_mem *imm, size_t nimm,
-            seg_segment *const *segs, size_t nsegs, ver_version **vp)
+            seg_segment *const *segs, size_t nsegs, gy_set *gy, ver_version **vp)
 {
-    return ver_new_around(zb, mem, imm, nimm, NULL, segs, nsegs, NULL, vp);
+    return ver_new_around(zb, mem, imm, nimm, NULL, segs, nsegs, NULL, gy, vp);
 }
 
 /* add_seg -- append seg (with a reference) to v's segment list. */
@@ -22,7 +22,7 @@ static void add_seg(ver_version *v, seg_segment *seg)
 
 int ver_new_around(zb_set *zb, const ver_mem *mem, const ver_mem *imm, size_t nimm,
                    seg_segment *front, seg_segment *const *segs, size_t nsegs, seg_segment *back,
-                   ver_version **vp)
+                   gy_set *gy, ver_version **vp)
 {
     ver_version *v = calloc(1, sizeof *v);
     size_t total = nsegs + (front != NULL) + (back != NULL);
@@ -46,6 +46,8 @@ int ver_new_around(zb_set *zb, const ver_mem *mem, const ver_mem *imm, size_t ni
         add_seg(v, segs[i]);
     if (back)
         add_seg(v, back);
+    v->gy = gy;
+    gy_ref(gy);
     v->zb = zb;
     zb_version_begin(zb, &v->node);
     *vp = v;
@@ -67,6 +69,7 @@ void ver_unref(ver_version *v)
         mt_unref(v->imm[i].mt);
     for (size_t i = 0; i < v->nsegs; i++)
         seg_unref(v->segs[i]);
+    gy_unref(v->gy);
     zb_version_end(v->zb, &v->node);
     free(v->imm);
     free(v->segs);

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "graveyard.h"
 #include "memtable.h"
 #include "segment.h"
 #include "zombie.h"
@@ -38,18 +39,20 @@ typedef struct ver_version {
     size_t nimm;
     seg_segment **segs; /* newest first */
     size_t nsegs;
+    gy_set *gy;         /* range tombstones of written-out memtables (NULL: none) */
 } ver_version;
 
-/* ver_new -- a version with the given lists, registered live in zb; takes
- * new references on each memtable and segment.  The version starts with one
- * reference. */
+/* ver_new -- a version with the given lists and graveyard gy (may be NULL),
+ * registered live in zb; takes new references on each memtable, segment and
+ * gy.  The version starts with one reference. */
 int ver_new(zb_set *zb, const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segment *const *segs,
-            size_t nsegs, ver_version **vp);
+            size_t nsegs, gy_set *gy, ver_version **vp);
 /* ver_new_around -- the same with segment front (if not NULL) before segs
  * and back (if not NULL) after them: a write-out adds its segment in front, a
  * merge its result behind the segments it leaves alone. */
 int ver_new_around(zb_set *zb, const ver_mem *mem, const ver_mem *imm, size_t nimm, seg_segment *front,
-                   seg_segment *const *segs, size_t nsegs, seg_segment *back, ver_version **vp);
+                   seg_segment *const *segs, size_t nsegs, seg_segment *back, gy_set *gy,
+                   ver_version **vp);
 void ver_ref(ver_version *v);
 void ver_unref(ver_version *v); /* NULL ok; the last reference frees and ends it in zb */
 

@@ -146,7 +146,7 @@ int db_switch_memtable(shale_db *db)
     if (cur->nimm)
         memcpy(imm + 1, cur->imm, cur->nimm * sizeof *imm);
     ver_mem mem = {.mt = mt, .log_no = nl->no};
-    rc = ver_new(cur->zb, &mem, imm, cur->nimm + 1, cur->segs, cur->nsegs, &v);
+    rc = ver_new(cur->zb, &mem, imm, cur->nimm + 1, cur->segs, cur->nsegs, cur->gy, &v);
     free(imm);
     if (rc == SHALE_OK) {
         db_set_current(db, v);
@@ -167,6 +167,13 @@ err:
 
 /* write_locked -- append and apply batch b with write_mu held; *log gets a
  * reference on the log written to and *end the offset to sync up to. */
+int db_apply_op(mt_table *mt, uint64_t seq, const batch_op *op)
+{
+    if (op->kind == BATCH_KIND_RANGE)
+        return mt_add_range(mt, seq, op->ikey, op->iklen, op->val, op->vlen);
+    return mt_add(mt, seq, op->kind, op->ikey, op->iklen, op->val, op->vlen);
+}
+
 static int write_locked(shale_db *db, shale_batch *b, db_log **log, uint64_t *end)
 {
     const uint8_t *payload;
@@ -189,7 +196,7 @@ static int write_locked(shale_db *db, shale_batch *b, db_log **log, uint64_t *en
     uint64_t s = seq;
     RET(batch_reader_init(&br, payload, len));
     while ((rc = batch_reader_next(&br, &op)) == SHALE_OK) {
-        rc = mt_add(mt, s++, op.kind, op.ikey, op.iklen, op.val, op.vlen);
+        rc = db_apply_op(mt, s++, &op);
         if (rc < 0)
             break;
     }

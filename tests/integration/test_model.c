@@ -5,7 +5,8 @@
  * batches across both trees, scans in both directions with random bounds,
  * seek / seek_prev followed by next/prev with direction changes, iterators
  * held open across writes, write-outs and merges (their snapshot must not
- * move), dropping and re-creating a tree, flushes and close + reopen.  Every result is compared
+ * move), removing ranges of keys (alone and in batches) and clearing a tree,
+ * dropping and re-creating a tree, flushes and close + reopen.  Every result is compared
  * with the model, a sorted array per tree.  Keys include the empty key, keys that share long
  * prefixes (and are prefixes of each other), keys over 512 bytes and a few within a few bytes of
  * SHALE_MAX_KEY_SIZE; values include empty ones and some over 2 KiB. The memtable is small and
@@ -107,6 +108,20 @@ static void m_del(mtree *t, const void *k, size_t kl)
         memmove(&t->e[i], &t->e[i + 1], (t->n - i - 1) * sizeof *t->e);
         t->n--;
     }
+}
+
+/* m_del_range -- remove the entries in [lo, hi) (hi NULL: to the end). */
+static void m_del_range(mtree *t, const void *lo, size_t lol, const void *hi, size_t hil)
+{
+    size_t a = lower(t, lo, lol), z = hi ? lower(t, hi, hil) : t->n;
+    if (z <= a)
+        return;
+    for (size_t i = a; i < z; i++) {
+        free(t->e[i].k);
+        free(t->e[i].v);
+    }
+    memmove(&t->e[a], &t->e[z], (t->n - z) * sizeof *t->e);
+    t->n -= z - a;
 }
 
 static void m_free(mtree *t)
@@ -326,7 +341,7 @@ static void op_batch(ctx *c)
     int n = 1 + (int)tu_rng_range(&c->rng, 12);
     typedef struct bop {
         int t;
-        bool rm;
+        bool rm, range; /* range: remove [k, v) (v NULL: to the end) */
         uint8_t *k, *v;
         size_t kl, vl;
     } bop;
@@ -344,17 +359,29 @@ static void op_batch(ctx *c)
             o->kl = pick_key(c, c->kbuf);
             o->k = dup(c->kbuf, o->kl);
         }
-        o->vl = o->rm ? 0 : pick_value(c, c->vbuf);
-        o->v = dup(c->vbuf, o->vl);
-        int rc = o->rm ? shale_batch_remove(b, c->t[o->t], o->k, o->kl)
+        o->range = o->rm && tu_rng_range(&c->rng, 6) == 0;
+        int rc;
+        if (o->range) { /* [k, a key some entries above it) */
+            const mtree *m = &c->m[o->t];
+            size_t at = lower(m, o->k, o->kl) + 1 + (size_t)tu_rng_range(&c->rng, 8);
+            o->v = at < m->n ? dup(m->e[at].k, m->e[at].kl) : NULL;
+            o->vl = at < m->n ? m->e[at].kl : 0;
+            rc = shale_batch_remove_range(b, c->t[o->t], o->k, o->kl, o->v, o->vl);
+        } else {
+            o->vl = o->rm ? 0 : pick_value(c, c->vbuf);
+            o->v = dup(c->vbuf, o->vl);
+            rc = o->rm ? shale_batch_remove(b, c->t[o->t], o->k, o->kl)
                        : shale_batch_insert(b, c->t[o->t], o->k, o->kl, o->v, o->vl);
+        }
         CHECK(rc == SHALE_OK, "batch add: %s", shale_strerror(rc));
     }
     CHECK(shale_batch_count(b) == (size_t)n, "batch_count %zu != %d", shale_batch_count(b), n);
     int rc = shale_batch_apply(c->db, b);
     CHECK(rc == SHALE_OK, "batch_apply: %s", shale_strerror(rc));
     for (int i = 0; i < n; i++) {
-        if (ops[i].rm)
+        if (ops[i].range)
+            m_del_range(&c->m[ops[i].t], ops[i].k, ops[i].kl, ops[i].v, ops[i].vl);
+        else if (ops[i].rm)
             m_del(&c->m[ops[i].t], ops[i].k, ops[i].kl);
         else
             m_put(&c->m[ops[i].t], ops[i].k, ops[i].kl, ops[i].v, ops[i].vl);
@@ -572,6 +599,48 @@ static void op_snapshot(ctx *c)
     shale_iter_close(it);
 }
 
+/* op_remove_range -- remove a run of keys with one range tombstone: from a
+ * key at or near an entry to a few entries further (or to the end), rarely
+ * a wide random range, the whole tree (clear), or bounds out of order. */
+static void op_remove_range(ctx *c, int t)
+{
+    mtree *m = &c->m[t];
+    uint8_t *lo = c->kbuf, *hi = c->kbuf2;
+    size_t lol, hil;
+    bool to_end = false;
+    uint64_t r = tu_rng_range(&c->rng, 100);
+    if (r < 2) {
+        int rc = shale_clear_tree(c->t[t]);
+        CHECK(rc == SHALE_OK, "clear_tree: %s", shale_strerror(rc));
+        m_free(m);
+        return;
+    }
+    if (r < 10 || m->n < 2) { /* random bounds: wide ranges */
+        lol = pick_key(c, lo);
+        hil = pick_key(c, hi);
+    } else {
+        size_t i = (size_t)tu_rng_range(&c->rng, m->n);
+        size_t j = i + 1 + (size_t)tu_rng_range(&c->rng, 40);
+        lol = m->e[i].kl;
+        memcpy(lo, m->e[i].k, lol);
+        if (lol && tu_rng_range(&c->rng, 3) == 0)
+            lol--; /* just before the entry */
+        to_end = j >= m->n;
+        hil = to_end ? 0 : m->e[j].kl;
+        if (!to_end)
+            memcpy(hi, m->e[j].k, hil);
+    }
+    int cmp = kcmp(lo, lol, hi, hil);
+    if (!to_end && cmp >= 0) {
+        int rc = shale_remove_range(c->t[t], lo, lol, hi, hil);
+        CHECK(rc == SHALE_EINVAL, "remove_range with hi <= lo: %s", shale_strerror(rc));
+        return;
+    }
+    int rc = shale_remove_range(c->t[t], lo, lol, to_end ? NULL : hi, hil);
+    CHECK(rc == SHALE_OK, "remove_range: %s", shale_strerror(rc));
+    m_del_range(m, lo, lol, to_end ? NULL : hi, hil);
+}
+
 /* op_drop -- drop the second tree; re-created empty, its old keys never return. */
 static void op_drop(ctx *c)
 {
@@ -650,8 +719,10 @@ static void run_model(int compression, uint64_t base_ops, uint64_t salt)
             kind = 5, op_batch(c);
         else if (r < 8500)
             kind = 6, op_scan(c, t);
-        else if (r < 9900)
+        else if (r < 9850)
             kind = 7, op_seek(c, t);
+        else if (r < 9900)
+            kind = 13, op_remove_range(c, t);
         else if (r < 9965)
             kind = 8, op_snapshot(c);
         else if (r < 9975) {
@@ -682,7 +753,8 @@ static void run_model(int compression, uint64_t base_ops, uint64_t salt)
     fprintf(
         stderr,
         "model: done; keys %zu + %zu; ops: ins %llu ins_old %llu rm %llu rm_old %llu get %llu "
-        "batch %llu scan %llu seek %llu snap %llu flush %llu reopen %llu drop %llu; segments %llu, "
+        "batch %llu scan %llu seek %llu snap %llu flush %llu reopen %llu drop %llu ranges %llu; "
+        "segments %llu, "
         "flushes %llu, merges %llu, leaves %llu (%llu compressed)\n",
         c->m[0].n, c->m[1].n, (unsigned long long)c->stats[0], (unsigned long long)c->stats[1],
         (unsigned long long)c->stats[2], (unsigned long long)c->stats[3],
@@ -690,7 +762,7 @@ static void run_model(int compression, uint64_t base_ops, uint64_t salt)
         (unsigned long long)c->stats[6], (unsigned long long)c->stats[7],
         (unsigned long long)c->stats[8], (unsigned long long)c->stats[9],
         (unsigned long long)c->stats[11], (unsigned long long)c->stats[12],
-        (unsigned long long)st.segments, (unsigned long long)st.flushes,
+        (unsigned long long)c->stats[13], (unsigned long long)st.segments, (unsigned long long)st.flushes,
         (unsigned long long)st.merges, (unsigned long long)st.leaves,
         (unsigned long long)st.compressed_leaves);
     if (compression != SHALE_COMPRESSION_NONE && st.leaves > 0)

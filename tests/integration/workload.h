@@ -6,6 +6,8 @@
  * Batch g (g = 1, 2, ...) is a pure function of (seed, g): 1..WL_MAXOPS
  * distinct keys out of WL_NKEYS, each written the same way in both trees --
  * its first op is always an insert, the others inserts or (1 in 8) removes.
+ * One batch in 12 first removes a run of 1..12 keys (in key order, possibly
+ * to the end of the tree) with a range tombstone in both trees.
  * The value of key k in tree t written by batch g is a pure function of
  * (g, t, k) that starts with "g<generation>|", so a value read back names the
  * batch that wrote it and can be verified byte for byte.
@@ -51,6 +53,8 @@ static const char *const wl_tree_names[WL_TREES] = {"alpha", "beta"};
 #endif
 
 typedef struct wl_plan {
+    bool range;          /* first remove the keys at positions [rlo, rhi) of */
+    unsigned rlo, rhi;   /* the key order (wl_key_order); rhi WL_NKEYS: to the end */
     int n;
     unsigned key[WL_MAXOPS];
     bool remove[WL_MAXOPS];
@@ -75,6 +79,12 @@ static inline uint64_t wl_mix(uint64_t x)
 static inline void wl_plan_of(uint64_t seed, uint64_t g, wl_plan *p)
 {
     uint64_t s = wl_mix(seed ^ wl_mix(g));
+    uint64_t r = wl_mix(s ^ 0x7a11);
+    p->range = r % 12 == 0;
+    p->rlo = (unsigned)((r >> 8) % WL_NKEYS);
+    p->rhi = p->rlo + 1 + (unsigned)((r >> 16) % 12);
+    if (p->rhi > WL_NKEYS)
+        p->rhi = WL_NKEYS;
     p->n = 1 + (int)(s % WL_MAXOPS);
     for (int i = 0; i < p->n; i++) {
         unsigned k;
@@ -104,6 +114,34 @@ static inline size_t wl_key(unsigned k, char *buf)
     default:
         return (size_t)sprintf(buf, "%04u-key", k);
     }
+}
+
+/* wl_key_order -- key indexes in key order (memcmp, shorter first). */
+static inline int wl_key_cmp_idx(const void *a, const void *b)
+{
+    char ka[128], kb[128];
+    size_t la = wl_key(*(const unsigned *)a, ka), lb = wl_key(*(const unsigned *)b, kb);
+    int c = memcmp(ka, kb, la < lb ? la : lb);
+    return c ? c : (la > lb) - (la < lb);
+}
+
+static inline void wl_key_order(unsigned order[WL_NKEYS])
+{
+    for (unsigned i = 0; i < WL_NKEYS; i++)
+        order[i] = i;
+    qsort(order, WL_NKEYS, sizeof order[0], wl_key_cmp_idx);
+}
+
+/* wl_sorted -- the key order, computed once per thread. */
+static inline const unsigned *wl_sorted(void)
+{
+    static _Thread_local unsigned order[WL_NKEYS];
+    static _Thread_local bool done;
+    if (!done) {
+        wl_key_order(order);
+        done = true;
+    }
+    return order;
 }
 
 /* wl_value -- the value batch g writes to key k of tree t; returns its length
@@ -147,6 +185,16 @@ static inline int wl_fill(shale_batch *b, shale_tree *const trees[WL_TREES], uin
 
     shale_batch_clear(b);
     wl_plan_of(seed, g, &p);
+    if (p.range) {
+        const unsigned *order = wl_sorted();
+        char hi[128];
+        size_t lol = wl_key(order[p.rlo], key), hil = 0;
+        if (p.rhi < WL_NKEYS)
+            hil = wl_key(order[p.rhi], hi);
+        for (unsigned t = 0; t < WL_TREES && rc == SHALE_OK; t++)
+            rc = shale_batch_remove_range(b, trees[t], key, lol, p.rhi < WL_NKEYS ? hi : NULL,
+                                          hil);
+    }
     for (int i = 0; i < p.n && rc == SHALE_OK; i++) {
         size_t kl = wl_key(p.key[i], key);
         for (unsigned t = 0; t < WL_TREES && rc == SHALE_OK; t++) {
@@ -175,27 +223,14 @@ static inline void wl_model_to(wl_model *m, uint64_t g)
     for (uint64_t x = m->g + 1; x <= g; x++) {
         wl_plan p;
         wl_plan_of(m->seed, x, &p);
+        for (unsigned pos = p.rlo; p.range && pos < p.rhi; pos++)
+            for (unsigned t = 0; t < WL_TREES; t++)
+                m->st[t][wl_sorted()[pos]] = 0;
         for (int i = 0; i < p.n; i++)
             for (unsigned t = 0; t < WL_TREES; t++)
                 m->st[t][p.key[i]] = p.remove[i] ? 0 : x;
     }
     m->g = g;
-}
-
-/* wl_key_order -- key indexes in key order (memcmp, shorter first). */
-static inline int wl_key_cmp_idx(const void *a, const void *b)
-{
-    char ka[128], kb[128];
-    size_t la = wl_key(*(const unsigned *)a, ka), lb = wl_key(*(const unsigned *)b, kb);
-    int c = memcmp(ka, kb, la < lb ? la : lb);
-    return c ? c : (la > lb) - (la < lb);
-}
-
-static inline void wl_key_order(unsigned order[WL_NKEYS])
-{
-    for (unsigned i = 0; i < WL_NKEYS; i++)
-        order[i] = i;
-    qsort(order, WL_NKEYS, sizeof order[0], wl_key_cmp_idx);
 }
 
 /* wl_open_trees -- open both trees. */

@@ -105,7 +105,7 @@ static ver_version *build_version(uint64_t seed)
     }
     ver_version *v;
     cr_assert_eq(zb_open(sp_freespace_of(sp), &zb), SHALE_OK);
-    cr_assert_eq(ver_new(zb, &mem[0], &mem[1], 1, segs, 2, &v), SHALE_OK);
+    cr_assert_eq(ver_new(zb, &mem[0], &mem[1], 1, segs, 2, NULL, &v), SHALE_OK);
     for (int s = 0; s < 2; s++) {
         mt_unref(mem[s].mt);
         seg_unref(segs[s]);

@@ -154,7 +154,7 @@ Test(memtable, get_sees_only_visible_versions)
         uint8_t kind;
         const void *val;
         size_t vlen;
-        int rc = mt_get(mt, key, klen, snap, &kind, &val, &vlen);
+        int rc = mt_get(mt, key, klen, snap, &kind, &val, &vlen, NULL);
         if (want == NULL) {
             cr_assert_eq(rc, SHALE_NOTFOUND);
             continue;
@@ -325,7 +325,7 @@ Test(memtable, empty_table_has_nothing)
     uint8_t kind;
     const void *v;
     size_t vl;
-    cr_assert_eq(mt_get(mt, "", 0, UINT64_MAX, &kind, &v, &vl), SHALE_NOTFOUND);
+    cr_assert_eq(mt_get(mt, "", 0, UINT64_MAX, &kind, &v, &vl, NULL), SHALE_NOTFOUND);
     mt_iter it;
     mt_iter_init(&it, mt, UINT64_MAX);
     mt_iter_first(&it);
@@ -357,7 +357,7 @@ Test(memtable, big_values_round_trip_and_count_in_bytes)
         uint8_t kind;
         const uint8_t *v;
         size_t vl;
-        cr_assert_eq(mt_get(mt, &i, sizeof(i), UINT64_MAX, &kind, (const void **)&v, &vl),
+        cr_assert_eq(mt_get(mt, &i, sizeof(i), UINT64_MAX, &kind, (const void **)&v, &vl, NULL),
                      SHALE_OK);
         cr_assert_eq(vl, sizes[i]);
         cr_assert(v[0] == i + 1 && v[vl - 1] == i + 1);
@@ -388,7 +388,7 @@ Test(memtable, last_unref_frees)
     uint8_t kind;
     const void *v;
     size_t vl;
-    cr_assert_eq(mt_get(mt, "k", 1, 1, &kind, &v, &vl), SHALE_OK);
+    cr_assert_eq(mt_get(mt, "k", 1, 1, &kind, &v, &vl, NULL), SHALE_OK);
     mt_unref(mt); /* ASan reports a leak or a double free if this is wrong */
     mt_unref(NULL);
 }
@@ -519,7 +519,7 @@ static bool conc_round(conc *c, uint64_t *s)
         const void *v;
         size_t vl;
         uint64_t q;
-        CHECK(c, mt_get(c->mt, k, kl, snap, &kind, &v, &vl) == SHALE_OK);
+        CHECK(c, mt_get(c->mt, k, kl, snap, &kind, &v, &vl, NULL) == SHALE_OK);
         if (!conc_check_entry(c, k, kl, v, vl, snap, &q))
             return false;
         CHECK(c, q >= q0);
