@@ -320,6 +320,8 @@ typedef struct shale_stats {
     uint64_t levels;           /* regular levels holding a segment */
     uint64_t level_bytes[SHALE_STATS_LEVELS]; /* [0] young segments, [n] level n
                                   (levels beyond the array add to its last) */
+    uint64_t level_blocks[SHALE_STATS_LEVELS]; /* ... the blocks (runs of adjacent
+                                  pages) their blocklists hold: fragmentation */
 } shale_stats;
 
 /* The result of shale_verify. */

@@ -140,7 +140,8 @@ static inline void ts_print(FILE *f, const char *indent, const shale_stats *st)
             snprintf(name, sizeof name, "level %zu bytes", l);
         ts_label(f, indent, name);
         ts_human(human, sizeof human, st->level_bytes[l]);
-        fprintf(f, "%" PRIu64 " (%s)\n", st->level_bytes[l], human);
+        fprintf(f, "%" PRIu64 " (%s) in %" PRIu64 " block%s\n", st->level_bytes[l], human,
+                st->level_blocks[l], st->level_blocks[l] == 1 ? "" : "s");
     }
     ts_label(f, indent, "write amplification");
     fprintf(f, "%.2f\n",

@@ -180,6 +180,7 @@ int shale_stats_get(shale_db *db, shale_stats *st)
         st->levels += s->level > 0;
         st->level_bytes[MIN(s->level, SHALE_STATS_LEVELS - 1)] +=
             bl_pages(&s->pages) * st->page_size;
+        st->level_blocks[MIN(s->level, SHALE_STATS_LEVELS - 1)] += s->pages.n;
     }
     ver_unref(v);
     st->zombie_pages = st->file_pages > SP_FIRST_DATA_PAGE + st->live_pages + st->free_pages +

@@ -124,8 +124,13 @@ static int level_check(shale_db *db)
     shale_stats st;
     cr_assert_eq(shale_stats_get(db, &st), SHALE_OK);
     int n = 0;
-    for (int l = 1; l < SHALE_STATS_LEVELS; l++)
+    uint64_t blocks = st.level_blocks[0];
+    for (int l = 1; l < SHALE_STATS_LEVELS; l++) {
         n += st.level_bytes[l] > 0;
+        cr_assert_eq(st.level_bytes[l] > 0, st.level_blocks[l] > 0, "level %d", l);
+        blocks += st.level_blocks[l];
+    }
+    cr_assert_eq(blocks, st.segment_blocks, "every segment's blocks, by level");
     cr_assert_eq((uint64_t)n, st.levels);
     cr_assert_eq(st.segments, st.young_segments + st.levels);
     return n;
