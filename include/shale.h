@@ -310,18 +310,19 @@ typedef struct shale_stats {
     uint64_t merge_keys_promoted;    /* ... entries merged down into a level */
     uint64_t merge_parents_written;  /* ... parent pages merges wrote */
     uint64_t merge_micros;           /* ... time spent merging */
-    uint64_t merge_windows;          /* ... merges that promoted a window of a
-                                        level's keys rather than all of it */
     uint64_t write_slowdowns;  /* times a writer was slowed (a millisecond at most)
                                   because merges were behind */
     uint64_t stall_max_micros; /* the longest single wait of a writer */
-    uint64_t range_tombstones; /* held now: in memtables, and in the graveyard until
-                                  merges have applied them to every older segment */
     uint64_t levels;           /* regular levels holding a segment */
     uint64_t level_bytes[SHALE_STATS_LEVELS]; /* [0] young segments, [n] level n
                                   (levels beyond the array add to its last) */
-    uint64_t level_blocks[SHALE_STATS_LEVELS]; /* ... the blocks (runs of adjacent
-                                  pages) their blocklists hold: fragmentation */
+    /* added later, kept last so the fields above keep their offsets */
+    uint64_t merge_windows;    /* since open: merges that promoted a window of a
+                                  level's keys rather than all of it */
+    uint64_t range_tombstones; /* held now: in memtables, and in the graveyard until
+                                  merges have applied them to every older segment */
+    uint64_t level_blocks[SHALE_STATS_LEVELS]; /* as level_bytes: the blocks (runs
+                                  of adjacent pages) their blocklists hold */
 } shale_stats;
 
 /* The result of shale_verify. */

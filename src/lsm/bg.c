@@ -49,7 +49,7 @@ typedef struct mem_src {
     mt_iter it;
     bool started;
     live_cache lc;
-    bool ranges; /* the memtable holds range tombstones */
+    gy_set *ranges; /* the memtable's range tombstones (NULL: none) */
 } mem_src;
 
 static int mem_next(void *ctx, uint8_t *kind, const void **key, size_t *klen, const void **val,
@@ -70,7 +70,7 @@ static int mem_next(void *ctx, uint8_t *kind, const void **key, size_t *klen, co
             continue;
         /* deleted by a later range tombstone of the same memtable (which
          * moves to the graveyard with the write-out) */
-        if (s->ranges && mt_range_covers(s->it.mt, *key, *klen, mt_iter_seq(&s->it), UINT64_MAX))
+        if (gy_covered(s->ranges, *key, *klen, mt_iter_seq(&s->it)))
             continue;
         *kind = mt_iter_kind(&s->it);
         *val = mt_iter_value(&s->it, vlen);
@@ -90,12 +90,14 @@ void db_next_ids(shale_db *db, uint64_t *id, uint64_t *gen)
 /* write_mem -- build a young segment from memtable m (*segp NULL if empty). */
 static int write_mem(shale_db *db, const ver_mem *m, seg_segment **segp)
 {
-    mem_src s = {.lc = {.db = db}, .ranges = mt_ranges(m->mt) != NULL};
+    mem_src s = {.lc = {.db = db}};
     seg_source src = {mem_next, &s};
     uint64_t id, gen;
+    RET(db_mem_ranges((mt_table *const *)&m->mt, 1, NULL, UINT64_MAX, &s.ranges));
     mt_iter_init(&s.it, m->mt, UINT64_MAX);
     db_next_ids(db, &id, &gen);
     int rc = seg_build(&db->store, id, gen, 0, &src, segp);
+    gy_unref(s.ranges);
     if (rc == SHALE_NOTFOUND) {
         *segp = NULL;
         rc = SHALE_OK;
@@ -105,51 +107,36 @@ static int write_mem(shale_db *db, const ver_mem *m, seg_segment **segp)
     return rc;
 }
 
-/* graveyard_with -- the graveyard g plus the range tombstones of memtable mt
- * (written out: the segments now carry what they delete). */
-static int graveyard_with(gy_set *g, mt_table *mt, gy_set **out)
-{
-    size_t n = 0;
-    for (const mt_range *r = mt_ranges(mt); r; r = r->next)
-        n++;
-    if (n == 0) {
-        gy_ref(g);
-        *out = g;
-        return SHALE_OK;
-    }
-    gy_range *v = malloc(n * sizeof *v);
-    if (!v)
-        return SHALE_ENOMEM;
-    n = 0;
-    for (const mt_range *r = mt_ranges(mt); r; r = r->next)
-        v[n++] = (gy_range){r->seq, r->lo, r->hi, r->lolen, r->hilen};
-    int rc = gy_with(g, v, n, out);
-    free(v);
-    return rc;
-}
-
 /* install_written -- replace immutable memtable mt by seg (may be NULL) in a
  * new current version; mt's range tombstones join the graveyard. */
 static int install_written(shale_db *db, mt_table *mt, uint64_t last_seq, seg_segment *seg)
 {
     int rc;
     ver_version *v = NULL;
+    gy_set *gy = NULL, *base;
+    /* The new graveyard is built outside ver_mu (readers pin versions under
+     * it); only a merge retiring ranges meanwhile makes it build again. */
+    pthread_mutex_lock(&db->ver_mu);
+    base = db->current->gy;
+    gy_ref(base);
+    pthread_mutex_unlock(&db->ver_mu);
+    rc = db_mem_ranges(&mt, 1, base, UINT64_MAX, &gy);
     pthread_mutex_lock(&db->ver_mu);
     ver_version *cur = db->current;
     ver_mem *imm = malloc((cur->nimm + 1) * sizeof *imm);
     size_t n = 0;
-    if (!imm) {
-        pthread_mutex_unlock(&db->ver_mu);
-        return SHALE_ENOMEM;
-    }
-    for (size_t i = 0; i < cur->nimm; i++)
+    if (!imm && rc == SHALE_OK)
+        rc = SHALE_ENOMEM;
+    for (size_t i = 0; imm && i < cur->nimm; i++)
         if (cur->imm[i].mt != mt)
             imm[n++] = cur->imm[i];
-    gy_set *gy = NULL;
-    rc = graveyard_with(cur->gy, mt, &gy);
+    if (rc == SHALE_OK && cur->gy != base) {
+        gy_unref(gy);
+        gy = NULL;
+        rc = db_mem_ranges(&mt, 1, cur->gy, UINT64_MAX, &gy);
+    }
     if (rc == SHALE_OK)
         rc = ver_new_around(cur->zb, &cur->mem, imm, n, seg, cur->segs, cur->nsegs, NULL, gy, &v);
-    gy_unref(gy);
     if (rc == SHALE_OK) {
         db_set_current(db, v);
         if (last_seq > db->ckpt_seq)
@@ -158,6 +145,8 @@ static int install_written(shale_db *db, mt_table *mt, uint64_t last_seq, seg_se
         pthread_cond_broadcast(&db->bg_cv);
     }
     pthread_mutex_unlock(&db->ver_mu);
+    gy_unref(gy);
+    gy_unref(base);
     free(imm);
     if (rc == SHALE_OK)
         ver_unref(cur);
@@ -215,7 +204,7 @@ int db_checkpoint(shale_db *db)
         ERR(bl_add_list(&live, &v->segs[i]->pages));
     ERR(meta_encode(&m, &body, &len));
     ERR(sp_checkpoint(db->sp, &live, body, len));
-    db->ckpt_log_no = m.log_no;
+    atomic_store(&db->ckpt_log_no, m.log_no);
     atomic_fetch_add(&db->st_checkpoints, 1);
     ERR(db_remove_logs_below(db, m.log_no));
 err:
@@ -354,7 +343,7 @@ static int install_fresh_active(shale_db *db, uint64_t log_no, uint64_t last, mt
     pthread_mutex_lock(&db->write_mu);
     pthread_mutex_lock(&db->ver_mu);
     ver_version *cur = db->current;
-    rc = graveyard_with(cur->gy, old, &gy);
+    rc = db_mem_ranges(&old, 1, cur->gy, UINT64_MAX, &gy);
     if (rc == SHALE_OK)
         rc = ver_new_around(cur->zb, &fresh, cur->imm, cur->nimm, seg, cur->segs, cur->nsegs,
                             NULL, gy, &v);

@@ -37,9 +37,9 @@ struct cur_cursor {
     uint8_t *lo, *hi;
     size_t lolen, hilen;
     bool has_lo, has_hi;
-    uint64_t snap;
-    bool mem_ranges; /* the memtables' range tombstones apply (include_mem) */
-    bool ranges;     /* some range tombstone may apply */
+    gy_set *mem_ranges; /* the memtables' range tombstones visible at the
+                           snapshot (include_mem; NULL: none) */
+    bool ranges;        /* some range tombstone may apply */
 };
 
 /* ch_key -- the child's current key. */
@@ -127,11 +127,18 @@ int cur_open(ver_version *v, uint64_t snap, bool include_mem, size_t segs_from, 
     ver_ref(v);
     c->v = v;
     c->hide = hide_tombstones;
-    c->snap = snap;
-    c->mem_ranges = include_mem;
-    c->ranges = v->gy != NULL;
-    for (size_t i = 0; include_mem && i <= v->nimm; i++)
-        c->ranges |= mt_ranges(i ? v->imm[i - 1].mt : v->mem.mt) != NULL;
+    if (include_mem) {
+        mt_table **mts = malloc((1 + v->nimm) * sizeof *mts);
+        if (!mts)
+            ERR_SET(SHALE_ENOMEM);
+        mts[0] = v->mem.mt;
+        for (size_t i = 0; i < v->nimm; i++)
+            mts[1 + i] = v->imm[i].mt;
+        rc = db_mem_ranges(mts, 1 + v->nimm, NULL, snap, &c->mem_ranges);
+        free(mts);
+        ERR(rc);
+    }
+    c->ranges = v->gy != NULL || c->mem_ranges != NULL;
     if (include_mem) {
         c->ch[c->n].type = CH_MEM;
         mt_iter_init(&c->ch[c->n++].mt, v->mem.mt, snap);
@@ -162,6 +169,7 @@ void cur_close(cur_cursor *c)
             seg_cursor_close(c->ch[i].sc);
     free(c->ch);
     free(c->tie);
+    gy_unref(c->mem_ranges);
     ver_unref(c->v);
     free(c->cur);
     free(c->lo);
@@ -263,16 +271,16 @@ static int skip_key(cur_cursor *c, int dir)
 }
 
 /* covered -- whether a range tombstone deletes the winner's entry (cur):
- * with memtables in the cursor, theirs and the graveyard's (db_covered);
- * over segments only (a merge), the graveyard's alone, since only those are
- * sure to be older than every reader of the merge's result. */
+ * the graveyard's, and with memtables in the cursor theirs (as of the
+ * snapshot, gathered at open); over segments only (a merge), the graveyard's
+ * alone, since only those are sure to be older than every reader of the
+ * merge's result. */
 static bool covered(const cur_cursor *c)
 {
     const cur_child *h = &c->ch[c->win];
     uint64_t after = h->type == CH_MEM ? mt_iter_seq(&h->mt) : h->seg_seq;
-    if (c->mem_ranges)
-        return db_covered(c->v, c->cur, c->curlen, after, c->snap);
-    return gy_covered(c->v->gy, c->cur, c->curlen, after, c->snap);
+    return gy_covered(c->v->gy, c->cur, c->curlen, after) ||
+           gy_covered(c->mem_ranges, c->cur, c->curlen, after);
 }
 
 /* settle -- from children positioned for direction dir, find the next visible

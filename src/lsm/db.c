@@ -106,8 +106,12 @@ static int remove_log(shale_db *db, uint64_t no)
 }
 
 /* replay_log -- apply every valid record of log file no to mt; *torn is set
- * when the file ends in a torn record (then it is truncated there unless
- * read-only). */
+ * when the file ends in a torn record, or a record's sequence number does
+ * not follow the last one's (the records before it, in an older log, were
+ * lost: a memtable switch does not sync the old log, so a power loss may
+ * keep newer records without older ones).  Either way replay ends there:
+ * the file is truncated (unless read-only) and later logs are dropped, so
+ * what is recovered is a prefix of the writes. */
 static int replay_log(shale_db *db, uint64_t no, mt_table *mt, uint64_t *last_seq, bool *torn,
                       uint64_t *records)
 {
@@ -118,10 +122,15 @@ static int replay_log(shale_db *db, uint64_t no, mt_table *mt, uint64_t *last_se
     uint64_t seq;
     const void *payload;
     size_t len;
+    bool gap = false;
+    uint64_t end;
 
     ERR(db_log_name(db, no, name, sizeof name));
     ERR(lg_reader_open(db->env, name, &lr));
-    while ((rc = lg_reader_next(lr, &type, &seq, &payload, &len)) == SHALE_OK) {
+    for (;;) {
+        end = lg_reader_valid_end(lr);
+        if ((rc = lg_reader_next(lr, &type, &seq, &payload, &len)) != SHALE_OK)
+            break;
         batch_reader br;
         batch_op op;
         if (type != LG_T_BATCH || seq <= *last_seq) {
@@ -129,25 +138,32 @@ static int replay_log(shale_db *db, uint64_t no, mt_table *mt, uint64_t *last_se
              * torn write: the log is damaged. */
             ERR_SET(SHALE_ECORRUPT);
         }
+        if (seq != *last_seq + 1) {
+            gap = true;
+            break;
+        }
         ERR(batch_reader_init(&br, payload, len));
         uint64_t s = seq;
         while ((rc = batch_reader_next(&br, &op)) == SHALE_OK)
             ERR(db_apply_op(mt, s++, &op));
-        ERR(rc);
+        ERR(rc == SHALE_NOTFOUND ? SHALE_OK : rc);
         if (s > seq)
             *last_seq = s - 1;
         (*records)++;
     }
-    ERR(rc);
+    if (!gap) {
+        ERR(rc == SHALE_NOTFOUND ? SHALE_OK : rc);
+        end = lg_reader_valid_end(lr);
+    }
     rc = SHALE_OK;
-    *torn = lg_reader_valid_end(lr) < lg_reader_file_size(lr);
+    *torn = gap || end < lg_reader_file_size(lr);
     if (!db->opts.read_only) {
         /* What was replayed may never have been synced (the process died
          * before it could be): make it durable before writes that follow it
          * are, or a power loss could keep the later writes and not these. */
         sp_file *f = NULL;
         ERR(db->env->open(db->env, name, 0, &f));
-        rc = *torn ? db->env->truncate(f, lg_reader_valid_end(lr)) : SHALE_OK;
+        rc = *torn ? db->env->truncate(f, end) : SHALE_OK;
         if (rc == SHALE_OK)
             rc = db->env->sync(f);
         int crc = db->env->close(f);
@@ -210,8 +226,9 @@ err:
     return rc;
 }
 
-/* db_open_log -- create log file no as the db's current log. */
-int db_open_log(shale_db *db, uint64_t no, db_log **out)
+/* db_open_log -- create log file no as the db's current log (its directory
+ * entry synced when sync_dir is set). */
+int db_open_log(shale_db *db, uint64_t no, bool sync_dir, db_log **out)
 {
     int rc = SHALE_OK;
     char name[4096];
@@ -220,7 +237,7 @@ int db_open_log(shale_db *db, uint64_t no, db_log **out)
         return SHALE_ENOMEM;
     ERR(db_log_name(db, no, name, sizeof name));
     ERR(lg_writer_open(db->env, name, LOG_BUF_BYTES, &l->lw));
-    rc = db->env->sync_dir(db->env, db->path);
+    rc = sync_dir ? db->env->sync_dir(db->env, db->path) : SHALE_OK;
     if (rc < 0) {
         lg_writer_close(l->lw, 0);
         goto err;
@@ -246,6 +263,13 @@ static void db_free(shale_db *db)
         lg_writer_close(db->log->lw, 0);
         free(db->log);
     }
+    while (db->unsynced) { /* close without a sync: nothing is lost that a
+                              crash here would not lose */
+        db_log *l = db->unsynced;
+        db->unsynced = l->older;
+        lg_writer_close(l->lw, 0);
+        free(l);
+    }
     sp_close(db->sp);
     node_cache_close(db->store.cache);
     if (db->lock)
@@ -255,6 +279,7 @@ static void db_free(shale_db *db)
     pthread_mutex_destroy(&db->ckpt_mu);
     pthread_mutex_destroy(&db->tree_mu);
     pthread_mutex_destroy(&db->list_mu);
+    pthread_mutex_destroy(&db->sync_mu);
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->room_cv);
     pthread_cond_destroy(&db->sync_cv);
@@ -279,6 +304,7 @@ static shale_db *db_alloc(const char *path, const shale_options *opts, sp_env *e
     pthread_mutex_init(&db->ckpt_mu, NULL);
     pthread_mutex_init(&db->tree_mu, NULL);
     pthread_mutex_init(&db->list_mu, NULL);
+    pthread_mutex_init(&db->sync_mu, NULL);
     pthread_cond_init(&db->bg_cv, NULL);
     pthread_cond_init(&db->room_cv, NULL);
     pthread_cond_init(&db->sync_cv, NULL);
@@ -390,12 +416,12 @@ int db_open_env(const char *path, const shale_options *opts, sp_env *env, shale_
     db->ckpt_seq = m.ckpt_seq;
     last_seq = m.ckpt_seq;
     ERR(recover(db, m.log_no, &last_seq, &rec, &next_log));
-    db->ckpt_log_no = m.log_no;
+    atomic_store(&db->ckpt_log_no, m.log_no);
     atomic_store(&db->last_seq, last_seq);
     ERR(mt_create_sized(&mem.mt, db->opts.memtable_size));
     mem.log_no = next_log;
     if (!db->opts.read_only)
-        ERR(db_open_log(db, next_log, &db->log));
+        ERR(db_open_log(db, next_log, true, &db->log));
     ERR(zb_open(sp_freespace_of(db->sp), &db->zb));
     ERR(ver_new(db->zb, &mem, rec.mt ? &rec : NULL, rec.mt ? 1 : 0, m.segs, m.nsegs, m.gy,
                 &db->current));

@@ -40,6 +40,7 @@ typedef struct db_log {
     lg_writer *lw;
     uint64_t no;
     atomic_int refs;
+    struct db_log *older; /* in db->unsynced: the next older log */
 } db_log;
 
 struct shale_tree {
@@ -53,6 +54,7 @@ struct shale_tree {
 /* A merge as a test's hook sees it, before it runs (merge.c). */
 typedef struct db_merge_info {
     uint32_t from_level, out_level; /* from_level 0: the young segments */
+    uint64_t from_tombstones;       /* in the first merged segment */
     bool window;                    /* only the keys in (lo, hi] of from_level */
     bool has_lo, has_hi;            /* no lo: from the start; no hi: to the end */
     const uint8_t *lo, *hi;
@@ -70,6 +72,11 @@ struct shale_db {
 
     pthread_mutex_t write_mu;
     db_log *log;
+    db_log *unsynced; /* earlier logs a memtable switch left unsynced, newest
+                         first, each with a reference (write_mu) */
+    bool dir_unsynced;       /* a log was created since the directory was last
+                                synced (write_mu) */
+    pthread_mutex_t sync_mu; /* one shale_flush at a time */
     mt_table *active; /* the active memtable; changes only under write_mu (the
                          current version holds its reference) */
     atomic_uint_fast64_t last_seq; /* every write <= this is visible */
@@ -87,7 +94,7 @@ struct shale_db {
     uint64_t next_seg_id;
     uint64_t next_gen;
     uint64_t ckpt_seq;   /* last sequence number held by segments */
-    uint64_t ckpt_log_no;
+    _Atomic uint64_t ckpt_log_no; /* logs below it are covered by the header */
 
     pthread_mutex_t tree_mu; /* serialises creating and dropping trees */
     pthread_mutex_t list_mu; /* guards the list and next_tree_id for readers that
@@ -128,6 +135,11 @@ int db_apply_op(mt_table *mt, uint64_t seq, const batch_op *op);
 ver_version *db_pin(shale_db *db, uint64_t *snap);
 int db_get_ikey(shale_db *db, ver_version *v, uint64_t snap, const void *ikey, size_t iklen,
                 shale_buf *val);
+/* db_mem_ranges -- base (may be NULL; a new reference when nothing is added)
+ * plus the range tombstones with seq <= upto of the nmts memtables, as one
+ * set in *out (NULL: none) (read.c). */
+int db_mem_ranges(mt_table *const *mts, size_t nmts, const gy_set *base, uint64_t upto,
+                  gy_set **out);
 /* db_covered -- whether a range tombstone of v visible at snap deletes a
  * version of key with sequence (or segment seq) after (read.c). */
 bool db_covered(const ver_version *v, const void *key, size_t klen, uint64_t after, uint64_t snap);
@@ -141,7 +153,7 @@ int db_switch_memtable(shale_db *db); /* with write_mu held */
 /* db_set_current -- with ver_mu held: install v as the current version (the
  * old one's reference is the caller's) and update the back-pressure. */
 void db_set_current(shale_db *db, ver_version *v);
-int db_open_log(shale_db *db, uint64_t no, db_log **out);
+int db_open_log(shale_db *db, uint64_t no, bool sync_dir, db_log **out);
 int db_remove_logs_below(shale_db *db, uint64_t keep);
 uint64_t db_log_bytes(shale_db *db);
 /* db_build_fn -- reads v at snap and adds to b for db_write_built; returns a
@@ -169,6 +181,11 @@ bool db_merge_due(shale_db *db);
 int db_merge_one(shale_db *db);
 size_t db_young_count(const ver_version *v);
 uint64_t db_level_cap(const shale_db *db, uint32_t level); /* bytes level n may hold */
+/* db_window_densest -- of the runs of k consecutive subtrees (their entries
+ * and tombstones), the first with the most tombstones: true with *start when
+ * its tombstones are at least 1/16 of its entries (merge.c). */
+bool db_window_densest(const uint64_t *entries, const uint64_t *tombstones, size_t n, size_t k,
+                       size_t *start);
 int tree_check_key(shale_tree *t, const void *key, size_t klen);
 int buf_set(shale_buf *b, const void *p, size_t n);
 

@@ -1,10 +1,12 @@
 /*
  * graveyard.c -- sets of range tombstones (graveyard.h has the contract).
  *
- * Lookups find the ranges whose lo is at or below the key by binary search
- * and walk back from there; reach[] (the index of the largest hi so far)
- * stops the walk as soon as no earlier range can reach the key, so a lookup
- * costs a search plus the ranges that actually straddle the key.
+ * A set is kept as fragments: the ranges are cut at every lo and hi into
+ * disjoint intervals, each with the newest seq among the ranges covering it
+ * (a sweep with a heap of the ranges open at each boundary), and adjacent
+ * intervals with the same seq are joined.  Since a set is only read at
+ * snapshots that see all of it, the newest seq is all a lookup needs: one
+ * binary search, however many ranges overlap.
  */
 #include "graveyard.h"
 
@@ -12,75 +14,130 @@
 
 #include "../space/common.h"
 
-static int range_cmp(const void *a, const void *b)
+/* A boundary key of the ranges being cut into fragments. */
+typedef struct gy_key {
+    const uint8_t *k;
+    size_t len;
+} gy_key;
+
+static int key_cmp_v(const void *a, const void *b)
+{
+    const gy_key *x = a, *y = b;
+    return key_cmp(x->k, x->len, y->k, y->len);
+}
+
+static int lo_cmp(const void *a, const void *b)
 {
     const gy_range *x = a, *y = b;
-    int c = key_cmp(x->lo, x->lolen, y->lo, y->lolen);
-    if (!c)
-        c = key_cmp(x->hi, x->hilen, y->hi, y->hilen);
-    return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+    return key_cmp(x->lo, x->lolen, y->lo, y->lolen);
 }
 
-static bool same_span(const gy_range *x, const gy_range *y)
+/* A max-heap of ranges by seq (indexes into the sorted input). */
+typedef struct gy_heap {
+    size_t *v, n;
+    const gy_range *r;
+} gy_heap;
+
+static void heap_push(gy_heap *h, size_t i)
 {
-    return key_cmp(x->lo, x->lolen, y->lo, y->lolen) == 0 &&
-           key_cmp(x->hi, x->hilen, y->hi, y->hilen) == 0;
+    size_t c = h->n++;
+    h->v[c] = i;
+    while (c > 0 && h->r[h->v[(c - 1) / 2]].seq < h->r[h->v[c]].seq) {
+        size_t p = (c - 1) / 2, t = h->v[p];
+        h->v[p] = h->v[c];
+        h->v[c] = t;
+        c = p;
+    }
 }
 
-int gy_build(const gy_range *r, size_t n, gy_set **out)
+static void heap_pop(gy_heap *h)
 {
+    h->v[0] = h->v[--h->n];
+    for (size_t c = 0;;) {
+        size_t l = 2 * c + 1, m = c;
+        if (l < h->n && h->r[h->v[l]].seq > h->r[h->v[m]].seq)
+            m = l;
+        if (l + 1 < h->n && h->r[h->v[l + 1]].seq > h->r[h->v[m]].seq)
+            m = l + 1;
+        if (m == c)
+            break;
+        size_t t = h->v[m];
+        h->v[m] = h->v[c];
+        h->v[c] = t;
+        c = m;
+    }
+}
+
+int gy_build(const gy_range *in, size_t n, gy_set **out)
+{
+    int rc = SHALE_OK;
+    gy_range *r = NULL;
+    gy_key *b = NULL;
+    gy_heap h = {0};
+    gy_set *g = NULL;
     *out = NULL;
     if (n == 0)
         return SHALE_OK;
-    size_t kb = 0;
-    for (size_t i = 0; i < n; i++)
-        kb += r[i].lolen + r[i].hilen;
-    gy_set *g = calloc(1, sizeof *g);
-    if (!g || !(g->v = malloc(n * sizeof *g->v)) || !(g->reach = malloc(n * sizeof *g->reach)) ||
-        !(g->keys = malloc(kb ? kb : 1))) {
-        if (g) {
-            free(g->v);
-            free(g->reach);
-        }
-        free(g);
-        return SHALE_ENOMEM;
+    /* the boundaries: every lo and hi, sorted, once each */
+    if (!(r = malloc(n * sizeof *r)) || !(b = malloc(2 * n * sizeof *b)) ||
+        !(h.v = malloc(n * sizeof *h.v)) || !(g = calloc(1, sizeof *g)) ||
+        !(g->v = malloc(2 * n * sizeof *g->v)))
+        ERR_SET(SHALE_ENOMEM);
+    memcpy(r, in, n * sizeof *r);
+    qsort(r, n, sizeof *r, lo_cmp);
+    for (size_t i = 0; i < n; i++) {
+        b[2 * i] = (gy_key){r[i].lo, r[i].lolen};
+        b[2 * i + 1] = (gy_key){r[i].hi, r[i].hilen};
     }
+    qsort(b, 2 * n, sizeof *b, key_cmp_v);
+    size_t nb = 0, kb = 0;
+    for (size_t i = 0; i < 2 * n; i++)
+        if (nb == 0 || key_cmp_v(&b[nb - 1], &b[i]) != 0) {
+            b[nb++] = b[i];
+            kb += b[i].len;
+        }
+    if (!(g->keys = malloc(kb ? kb : 1)))
+        ERR_SET(SHALE_ENOMEM);
+    /* copy the boundaries, then sweep: over [b[i], b[i+1]) the newest range
+     * covering it (the heap's top, once ranges ending by b[i] are gone) */
     uint8_t *p = g->keys;
-    for (size_t i = 0; i < n; i++) {
-        gy_range *d = &g->v[i];
-        *d = r[i];
-        memcpy(p, r[i].lo, r[i].lolen);
-        d->lo = p;
-        p += r[i].lolen;
-        memcpy(p, r[i].hi, r[i].hilen);
-        d->hi = p;
-        p += r[i].hilen;
-        g->max_seq = MAX(g->max_seq, d->seq);
+    for (size_t i = 0; i < nb; i++) {
+        memcpy(p, b[i].k, b[i].len);
+        b[i].k = p;
+        p += b[i].len;
     }
-    qsort(g->v, n, sizeof *g->v, range_cmp);
-    /* Of ranges over the same keys only the newest counts: a set is read at
-     * snapshots that see all of it (graveyard.h), so an older copy deletes
-     * nothing the newest does not (a tree cleared over and over keeps one). */
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (m > 0 && same_span(&g->v[m - 1], &g->v[i]))
-            m--;
-        g->v[m++] = g->v[i];
-    }
-    n = m;
-    for (size_t i = 0; i < n; i++) {
-        size_t best = i;
-        if (i > 0) {
-            const gy_range *a = &g->v[g->reach[i - 1]];
-            if (key_cmp(a->hi, a->hilen, g->v[i].hi, g->v[i].hilen) > 0)
-                best = g->reach[i - 1];
+    h.r = r;
+    size_t next = 0;
+    for (size_t i = 0; i + 1 < nb; i++) {
+        while (next < n && key_cmp(r[next].lo, r[next].lolen, b[i].k, b[i].len) <= 0)
+            heap_push(&h, next++);
+        while (h.n && key_cmp(r[h.v[0]].hi, r[h.v[0]].hilen, b[i].k, b[i].len) <= 0)
+            heap_pop(&h);
+        if (!h.n)
+            continue;
+        uint64_t seq = r[h.v[0]].seq;
+        gy_range *last = g->n ? &g->v[g->n - 1] : NULL;
+        if (last && last->seq == seq && last->hi == b[i].k) {
+            last->hi = b[i + 1].k; /* the same seq goes on: one fragment */
+            last->hilen = b[i + 1].len;
+            continue;
         }
-        g->reach[i] = best;
+        g->v[g->n++] = (gy_range){seq, b[i].k, b[i + 1].k, b[i].len, b[i + 1].len};
+        g->max_seq = MAX(g->max_seq, seq);
     }
-    g->n = n;
     atomic_init(&g->refs, 1);
     *out = g;
-    return SHALE_OK;
+    g = NULL;
+err:
+    if (g) {
+        free(g->v);
+        free(g->keys);
+        free(g);
+    }
+    free(r);
+    free(b);
+    free(h.v);
+    return rc;
 }
 
 int gy_with(const gy_set *a, const gy_range *r, size_t n, gy_set **out)
@@ -113,18 +170,17 @@ void gy_unref(gy_set *g)
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
     free(g->v);
-    free(g->reach);
     free(g->keys);
     free(g);
 }
 
-/* upto_key -- the number of ranges whose lo is <= key. */
-static size_t upto_key(const gy_set *g, const void *key, size_t klen)
+/* first_above -- the index of the first fragment whose hi is above key. */
+static size_t first_above(const gy_set *g, const void *key, size_t klen)
 {
     size_t lo = 0, hi = g->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (key_cmp(g->v[mid].lo, g->v[mid].lolen, key, klen) <= 0)
+        if (key_cmp(g->v[mid].hi, g->v[mid].hilen, key, klen) <= 0)
             lo = mid + 1;
         else
             hi = mid;
@@ -132,19 +188,13 @@ static size_t upto_key(const gy_set *g, const void *key, size_t klen)
     return lo;
 }
 
-bool gy_covered(const gy_set *g, const void *key, size_t klen, uint64_t after, uint64_t upto)
+bool gy_covered(const gy_set *g, const void *key, size_t klen, uint64_t after)
 {
     if (!g || g->max_seq <= after)
         return false;
-    for (size_t i = upto_key(g, key, klen); i-- > 0;) {
-        const gy_range *far = &g->v[g->reach[i]];
-        if (key_cmp(far->hi, far->hilen, key, klen) <= 0)
-            return false; /* no range up to i reaches key */
-        const gy_range *r = &g->v[i];
-        if (r->seq > after && r->seq <= upto && key_cmp(key, klen, r->hi, r->hilen) < 0)
-            return true;
-    }
-    return false;
+    size_t i = first_above(g, key, klen);
+    return i < g->n && g->v[i].seq > after &&
+           key_cmp(g->v[i].lo, g->v[i].lolen, key, klen) <= 0;
 }
 
 bool gy_meets(const gy_set *g, const void *lo, size_t lolen, const void *hi, size_t hilen,
@@ -152,19 +202,11 @@ bool gy_meets(const gy_set *g, const void *lo, size_t lolen, const void *hi, siz
 {
     if (!g || g->max_seq <= after)
         return false;
-    for (size_t i = upto_key(g, hi, hilen); i-- > 0;) { /* ranges starting at or below hi */
-        const gy_range *far = &g->v[g->reach[i]];
-        if (lo && key_cmp(far->hi, far->hilen, lo, lolen) <= 0)
-            return false; /* none up to i reaches past lo */
-        const gy_range *r = &g->v[i];
-        if (r->seq <= after)
-            continue;
-        /* [r->lo, r->hi) meets (lo, hi] or [lo, hi]: some key above lo (or at
-         * it) below r->hi; counting (lo, r->hi) as non-empty is the
-         * conservative side */
-        if (!lo || key_cmp(lo, lolen, r->hi, r->hilen) < 0)
+    /* fragments that may hold a key above lo (or at it), up to hi */
+    for (size_t i = lo ? first_above(g, lo, lolen) : 0;
+         i < g->n && key_cmp(g->v[i].lo, g->v[i].lolen, hi, hilen) <= 0; i++)
+        if (g->v[i].seq > after)
             return true;
-    }
     return false;
 }
 

@@ -21,14 +21,14 @@
  * can hold a key in it (gy_retire).
  *
  * A gy_set is immutable once built and reference counted: versions share it.
- * Ranges are sorted by lo (then hi, then seq); they may overlap, but of
- * ranges over the same keys a set keeps only the newest: a version's set is
- * only read at snapshots that see every range in it (they all come from
- * memtables written out before the version was installed), so the older
- * ones delete nothing more.
+ * It holds disjoint fragments in key order, each with the newest seq of the
+ * ranges over it: a version's set is only read at snapshots that see every
+ * range in it (they all come from memtables written out before the version
+ * was installed, and a reader's snapshot is taken after it pins the
+ * version), so older overlapping ranges delete nothing more.
  *
  * Encoding (gy_encode / gy_decode, in the checkpoint body):
- *   varint n | per range: varint seq | varint lolen | lo | varint hilen | hi
+ *   varint n | per fragment: varint seq | varint lolen | lo | varint hilen | hi
  */
 #ifndef SHALE_GRAVEYARD_H
 #define SHALE_GRAVEYARD_H
@@ -47,22 +47,23 @@ typedef struct gy_range {
 typedef struct gy_set {
     atomic_int refs;
     size_t n;
-    gy_range *v;           /* sorted by lo */
-    size_t *reach;         /* reach[i]: index of the largest hi in v[0..i] */
-    uint64_t max_seq;      /* of all ranges */
-    uint8_t *keys;         /* the ranges' keys */
+    gy_range *v;      /* disjoint fragments in key order (see gy_build) */
+    uint64_t max_seq; /* of all fragments */
+    uint8_t *keys;    /* their keys */
 } gy_set;
 
-/* gy_build -- a set of the n ranges r (copied; any order).  n == 0 gives
- * *out NULL (the empty set is NULL everywhere).  Errors: SHALE_ENOMEM. */
+/* gy_build -- a set of the n ranges r (copied; any order, overlapping or
+ * not), cut into fragments.  n == 0 gives *out NULL (the empty set is NULL
+ * everywhere).  Errors: SHALE_ENOMEM. */
 int gy_build(const gy_range *r, size_t n, gy_set **out);
 /* gy_with -- a set of a's ranges plus the n ranges r (a may be NULL). */
 int gy_with(const gy_set *a, const gy_range *r, size_t n, gy_set **out);
 void gy_ref(gy_set *g);   /* NULL ok */
 void gy_unref(gy_set *g); /* NULL ok */
 
-/* gy_covered -- whether a range with after < seq <= upto holds key. */
-bool gy_covered(const gy_set *g, const void *key, size_t klen, uint64_t after, uint64_t upto);
+/* gy_covered -- whether a range newer than after (seq > after) holds key:
+ * one binary search. */
+bool gy_covered(const gy_set *g, const void *key, size_t klen, uint64_t after);
 /* gy_meets -- whether a range with seq > after may meet the keys in
  * (lo, hi] (lo NULL: from the start) or [lo, hi]: conservative, it may say
  * yes for a span that holds no key of any range. */

@@ -80,6 +80,7 @@ struct mt_table {
     _Atomic uint64_t *bloom; /* bloom_blocks blocks of 8 words, or NULL */
     uint64_t bloom_blocks;
     _Atomic(const mt_range *) ranges; /* range tombstones, newest first */
+    _Atomic uint32_t nranges;
 };
 
 #define MT_BLOOM_PROBES 6
@@ -295,6 +296,7 @@ int mt_create_sized(mt_table **mtp, size_t expect_bytes)
     atomic_init(&mt->height, 1);
     atomic_init(&mt->count, 0);
     atomic_init(&mt->ranges, NULL);
+    atomic_init(&mt->nranges, 0);
     atomic_init(&mt->refs, 1);
     mt->rnd = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)mt;
     *mtp = mt;
@@ -375,7 +377,13 @@ int mt_add_range(mt_table *mt, uint64_t seq, const void *lo, size_t lolen, const
                     atomic_load_explicit(&mt->ranges, memory_order_relaxed)};
     atomic_store_explicit(&mt->ranges, r, memory_order_release);
     atomic_fetch_add_explicit(&mt->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&mt->nranges, 1, memory_order_relaxed);
     return SHALE_OK;
+}
+
+uint32_t mt_range_count(const mt_table *mt)
+{
+    return atomic_load_explicit(&((mt_table *)mt)->nranges, memory_order_relaxed);
 }
 
 const mt_range *mt_ranges(const mt_table *mt)

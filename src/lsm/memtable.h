@@ -47,7 +47,9 @@ int mt_get(mt_table *mt, const void *key, size_t klen, uint64_t snap, uint8_t *k
 
 /* Range tombstones (graveyard.h) written to the table: a list, newest first,
  * published like nodes (readers walk it without a lock).  Each counts as a
- * version in mt_count. */
+ * version in mt_count.  Point reads walk the whole list, so the db switches
+ * to a new memtable once one holds MT_MAX_RANGES of them. */
+#define MT_MAX_RANGES 128u
 typedef struct mt_range {
     uint64_t seq;
     const uint8_t *lo, *hi; /* [lo, hi), internal keys */
@@ -60,6 +62,7 @@ typedef struct mt_range {
 int mt_add_range(mt_table *mt, uint64_t seq, const void *lo, size_t lolen, const void *hi,
                  size_t hilen);
 const mt_range *mt_ranges(const mt_table *mt); /* newest first; NULL: none */
+uint32_t mt_range_count(const mt_table *mt);    /* ranges added so far */
 /* mt_range_covers -- whether a range of the table with after < seq <= upto
  * holds key. */
 bool mt_range_covers(const mt_table *mt, const void *key, size_t klen, uint64_t after,

@@ -405,6 +405,28 @@ err:
     return rc;
 }
 
+bool db_window_densest(const uint64_t *entries, const uint64_t *tombstones, size_t n, size_t k,
+                       size_t *start)
+{
+    uint64_t te = 0, tt = 0, best_e = 0, best_t = 0;
+    if (k == 0 || k > n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        te += entries[i];
+        tt += tombstones[i];
+        if (i >= k) {
+            te -= entries[i - k];
+            tt -= tombstones[i - k];
+        }
+        if (i + 1 >= k && tt > best_t) {
+            best_t = tt;
+            best_e = te;
+            *start = i + 1 - k;
+        }
+    }
+    return best_t > 0 && best_t * 16 >= best_e;
+}
+
 /* choose_window -- for a job of level n into an existing level n + 1: promote
  * only a run of level n's subtrees (those at the shallowest depth with at
  * least WIN_UNITS of them), enough to bring the level back under its cap and
@@ -419,6 +441,7 @@ static int choose_window(shale_db *db, merge_job *j)
     int rc = SHALE_OK;
     const seg_segment *s = j->v->segs[j->from], *d = j->v->segs[j->from + 1];
     win_units w = {0};
+    uint64_t *ent = NULL, *tomb = NULL;
 
     if (s->tree.height < 2 ||
         key_cmp(s->min_key, s->min_len, d->max_key, d->max_len) > 0 ||
@@ -437,23 +460,14 @@ static int choose_window(shale_db *db, merge_job *j)
     uint64_t k = MAX((n * excess + bytes - 1) / (bytes ? bytes : 1), (n + 3) / 4);
     if (n < 4 || k * 4 > n * 3)
         goto err; /* the whole level */
-    /* the densest run of k units, by tombstones */
-    uint64_t te = 0, tt = 0, best_e = 0, best_t = 0;
     size_t start = 0;
+    if (!(ent = malloc(n * sizeof *ent)) || !(tomb = malloc(n * sizeof *tomb)))
+        ERR_SET(SHALE_ENOMEM);
     for (size_t i = 0; i < n; i++) {
-        te += w.u[i].entries;
-        tt += w.u[i].tombstones;
-        if (i >= k) {
-            te -= w.u[i - k].entries;
-            tt -= w.u[i - k].tombstones;
-        }
-        if (i + 1 >= k && tt > best_t) {
-            best_t = tt;
-            best_e = te;
-            start = i + 1 - (size_t)k;
-        }
+        ent[i] = w.u[i].entries;
+        tomb[i] = w.u[i].tombstones;
     }
-    bool rotate = best_t == 0 || best_t * 16 < best_e;
+    bool rotate = !db_window_densest(ent, tomb, (size_t)n, (size_t)k, &start);
     if (rotate) {
         const uint8_t *at = db->promote_at[s->level].key;
         size_t atlen = db->promote_at[s->level].len;
@@ -487,6 +501,8 @@ static int choose_window(shale_db *db, merge_job *j)
     j->window = true;
 err:
     units_free(&w);
+    free(ent);
+    free(tomb);
     return rc;
 }
 
@@ -644,8 +660,8 @@ int db_merge_one(shale_db *db)
     const seg_segment *first = j.v->segs[j.from];
     rc = first->level > 0 && j.n == 2 ? choose_window(db, &j) : SHALE_OK;
     if (rc == SHALE_OK && hook) {
-        db_merge_info mi = {first->level, j.out_level, j.window, j.has_lo, j.has_hi,
-                            j.lo, j.hi, j.lolen, j.hilen};
+        db_merge_info mi = {first->level, j.out_level, first->tree.tombstones, j.window,
+                            j.has_lo, j.has_hi, j.lo, j.hi, j.lolen, j.hilen};
         hook(hook_ctx, &mi);
     }
     if (rc == SHALE_OK) {
@@ -674,8 +690,9 @@ int db_merge_one(shale_db *db)
     if (rc == SHALE_OK) {
         clock_gettime(CLOCK_MONOTONIC, &t1);
         atomic_fetch_add(&db->st_merges, 1);
-        atomic_fetch_add(&db->st_merge_us, (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000u +
-                                               (uint64_t)(t1.tv_nsec - t0.tv_nsec) / 1000);
+        int64_t us = ((int64_t)t1.tv_sec - (int64_t)t0.tv_sec) * 1000000 +
+                     ((int64_t)t1.tv_nsec - (int64_t)t0.tv_nsec) / 1000;
+        atomic_fetch_add(&db->st_merge_us, us > 0 ? (uint64_t)us : 0);
     }
     return rc;
 }

@@ -38,6 +38,39 @@ int buf_set(shale_buf *b, const void *p, size_t n)
     return SHALE_OK;
 }
 
+int db_mem_ranges(mt_table *const *mts, size_t nmts, const gy_set *base, uint64_t upto,
+                  gy_set **out)
+{
+    const mt_range *stack[4], **heads = nmts <= 4 ? stack : malloc(nmts * sizeof *heads);
+    size_t n = 0;
+    *out = NULL;
+    if (!heads)
+        return SHALE_ENOMEM;
+    for (size_t i = 0; i < nmts; i++) /* each list as it is now, walked twice */
+        for (const mt_range *r = heads[i] = mt_ranges(mts[i]); r; r = r->next)
+            n += r->seq <= upto;
+    gy_range *v = n ? malloc(n * sizeof *v) : NULL;
+    if (n == 0 || !v) {
+        if (heads != stack)
+            free(heads);
+        if (n && !v)
+            return SHALE_ENOMEM;
+        gy_ref((gy_set *)base);
+        *out = (gy_set *)base;
+        return SHALE_OK;
+    }
+    n = 0;
+    for (size_t i = 0; i < nmts; i++)
+        for (const mt_range *r = heads[i]; r; r = r->next)
+            if (r->seq <= upto)
+                v[n++] = (gy_range){r->seq, r->lo, r->hi, r->lolen, r->hilen};
+    int rc = gy_with(base, v, n, out);
+    free(v);
+    if (heads != stack)
+        free(heads);
+    return rc;
+}
+
 /* db_covered -- whether a range tombstone of v visible at snap deletes a
  * version of key whose sequence (or segment seq) is after. */
 bool db_covered(const ver_version *v, const void *key, size_t klen, uint64_t after, uint64_t snap)
@@ -47,7 +80,7 @@ bool db_covered(const ver_version *v, const void *key, size_t klen, uint64_t aft
     for (size_t i = 0; i < v->nimm; i++)
         if (mt_ranges(v->imm[i].mt) && mt_range_covers(v->imm[i].mt, key, klen, after, snap))
             return true;
-    return gy_covered(v->gy, key, klen, after, snap);
+    return gy_covered(v->gy, key, klen, after);
 }
 
 /* mem_lookup -- one memtable: SHALE_OK (value copied), SHALE_NOTFOUND

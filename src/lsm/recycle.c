@@ -128,7 +128,7 @@ static int emit_dest(rb *b, const node_entry *en, size_t klen)
     if (en->key.ovf_pgno) /* the builder writes the key's run anew */
         RET(dead_add(b, en->key.ovf_pgno, run_pages(b, en->key.klen)));
     if (!b->flt->keep(b->flt->ctx, b->kb, klen, en->kind) ||
-        gy_covered(b->flt->gy, b->kb, klen, b->dest->seq, UINT64_MAX)) {
+        gy_covered(b->flt->gy, b->kb, klen, b->dest->seq)) {
         if (en->val_ovf_pgno)
             RET(dead_add(b, en->val_ovf_pgno, run_pages(b, en->vlen)));
         return SHALE_OK;

@@ -129,10 +129,20 @@ int db_switch_memtable(shale_db *db)
     rc = wait_for_room(db);
     pthread_mutex_unlock(&db->ver_mu);
     RET(rc);
-    /* The old log must be durable before any record of the new one can be. */
-    RET(lg_sync(old->lw, UINT64_MAX));
+    /* With sync_writes every write waits for its own record's sync, which
+     * must not be durable before the old log's last records: sync it now
+     * (cheap: its writers have synced nearly all of it). */
+    if (db->opts.sync_writes)
+        RET(lg_sync(old->lw, UINT64_MAX));
+    /* Otherwise the old log is not synced here (that would stall every writer for a
+     * memtable's worth of I/O): it joins db->unsynced, which shale_flush and
+     * the background threads sync before anything newer.  A power loss may
+     * still keep records of the new log and lose the old one's tail: recovery
+     * stops at the first gap in the sequence numbers (replay_log), so what
+     * comes back is always a prefix of the writes. */
     RET(mt_create_sized(&mt, db->opts.memtable_size));
-    ERR(db_open_log(db, old->no + 1, &nl));
+    /* (its directory entry too is synced by the next shale_flush) */
+    ERR(db_open_log(db, old->no + 1, db->opts.sync_writes, &nl));
 
     pthread_mutex_lock(&db->ver_mu);
     ver_version *cur = db->current;
@@ -158,7 +168,20 @@ int db_switch_memtable(shale_db *db)
     db->active = mt;
     db->log = nl;
     nl = NULL;
-    log_unref(old);
+    db->dir_unsynced |= !db->opts.sync_writes;
+    old->older = db->unsynced; /* the db's reference moves to the list */
+    db->unsynced = old;
+    /* logs a checkpoint has covered (and removed) need no sync: let them go */
+    uint64_t covered = atomic_load(&db->ckpt_log_no);
+    for (db_log **p = &db->unsynced; *p;) {
+        db_log *l = *p;
+        if (l->no < covered) {
+            *p = l->older;
+            log_unref(l);
+        } else {
+            p = &l->older;
+        }
+    }
 err:
     mt_unref(mt);
     log_unref(nl);
@@ -183,7 +206,8 @@ static int write_locked(shale_db *db, shale_batch *b, db_log **log, uint64_t *en
     int rc;
 
     RET(db_bg_error(db));
-    if (mt_bytes(db->active) >= db->opts.memtable_size)
+    if (mt_bytes(db->active) >= db->opts.memtable_size ||
+        mt_range_count(db->active) >= MT_MAX_RANGES)
         RET(db_switch_memtable(db));
     RET(batch_payload(b, &payload, &len));
     if (len > LG_MAX_PAYLOAD)
@@ -266,19 +290,60 @@ int db_write_built(shale_db *db, shale_batch *b, db_build_fn build, void *ctx)
     return res;
 }
 
+/* sync_logs -- shale_flush with sync_mu held: the logs a memtable switch
+ * left unsynced, oldest first, the directory if a log was created since it
+ * was last synced, then the current log.  Errors also become the sticky
+ * background error. */
+static int sync_logs(shale_db *db)
+{
+    pthread_mutex_lock(&db->write_mu);
+    int rc = db_bg_error(db);
+    db_log *old = rc == SHALE_OK ? db->unsynced : NULL, *log = NULL;
+    uint64_t end = 0;
+    bool dir = false;
+    if (rc == SHALE_OK) {
+        db->unsynced = NULL;
+        dir = db->dir_unsynced;
+        db->dir_unsynced = false;
+        log = db->log;
+        end = lg_size(log->lw);
+        atomic_fetch_add(&log->refs, 1);
+    }
+    pthread_mutex_unlock(&db->write_mu);
+    RET(rc);
+    /* oldest first: reverse the newest-first list */
+    db_log *order = NULL;
+    while (old) {
+        db_log *next = old->older;
+        old->older = order;
+        order = old;
+        old = next;
+    }
+    for (db_log *l = order; l; l = order) {
+        order = l->older;
+        if (rc == SHALE_OK)
+            rc = lg_sync(l->lw, UINT64_MAX);
+        log_unref(l);
+    }
+    if (rc == SHALE_OK && dir) /* the newer logs' names */
+        rc = db->env->sync_dir(db->env, db->path);
+    if (rc < 0) {
+        db_set_bg_error(db, rc);
+        log_unref(log);
+        return rc;
+    }
+    return db_write_sync(db, log, end);
+}
+
 int shale_flush(shale_db *db)
 {
     if (!db)
         return SHALE_EINVAL;
     if (db->opts.read_only)
         return SHALE_OK;
-    pthread_mutex_lock(&db->write_mu);
-    int rc = db_bg_error(db);
-    db_log *log = db->log;
-    uint64_t end = rc == SHALE_OK ? lg_size(log->lw) : 0;
-    if (rc == SHALE_OK)
-        atomic_fetch_add(&log->refs, 1);
-    pthread_mutex_unlock(&db->write_mu);
-    RET(rc);
-    return db_write_sync(db, log, end);
+    /* one at a time, so none returns while another still syncs an older log */
+    pthread_mutex_lock(&db->sync_mu);
+    int rc = sync_logs(db);
+    pthread_mutex_unlock(&db->sync_mu);
+    return rc;
 }
