@@ -199,6 +199,43 @@ int shale_remove(shale_tree *t, const void *key, size_t klen, shale_buf *old);
  * bound over SHALE_MAX_KEY_SIZE), and as shale_insert. */
 int shale_remove_range(shale_tree *t, const void *lo, size_t lolen, const void *hi, size_t hilen);
 
+/* shale_cas -- compare-and-swap, atomic and linearizable: when key's value
+ * is expected (elen bytes; expected NULL: the key must be absent), set it to
+ * desired (dlen bytes; desired NULL: delete the key) and return SHALE_OK.
+ * Otherwise write nothing and return SHALE_EMISMATCH with the current value
+ * in *actual (if not NULL); a key that is absent is reported with
+ * actual->data NULL and len 0 (its memory freed), an empty value with data
+ * not NULL.
+ * Errors: SHALE_EINVAL (NULL t, NULL value pointer with a length),
+ * SHALE_ETOOBIG, SHALE_EREADONLY, SHALE_EIO, SHALE_ENOSPC, SHALE_ENOMEM, the
+ * sticky background error. */
+int shale_cas(shale_tree *t, const void *key, size_t klen, const void *expected, size_t elen,
+              const void *desired, size_t dlen, shale_buf *actual);
+
+/* shale_update_fn -- computes a key's new value from its old one (old NULL:
+ * the key is absent).  Set *newval and *newlen to the new value, or *newval to
+ * NULL to delete the key; the memory must stay valid until shale_update
+ * returns or calls fn again.  Return 0 to write it; any other value aborts
+ * the update with nothing written, and shale_update returns that value as
+ * it is.  fn may be called more than once (when another write changes the
+ * key meanwhile, fn runs again on the new value); it must not write to the
+ * database itself. */
+typedef int (*shale_update_fn)(void *ctx, const void *old, size_t oldlen, const void **newval,
+                               size_t *newlen);
+
+#define SHALE_UPDATE_RETURN_OLD 0 /* fetch-and-update: *out gets the value before */
+#define SHALE_UPDATE_RETURN_NEW 1 /* update-and-fetch: *out gets the value after */
+
+/* shale_update -- atomically replace key's value by fn(old).  *out (if not
+ * NULL) gets the old or the new value as mode says; SHALE_NOTFOUND is
+ * returned when that value is absent (reported as for shale_cas), SHALE_OK
+ * otherwise.  A non-zero return of fn comes back unchanged.
+ * Errors: SHALE_EINVAL (NULL t or fn, a bad mode, fn returning a NULL value
+ * with a length), SHALE_ETOOBIG (fn's value over SHALE_MAX_VALUE_SIZE), and
+ * as shale_cas. */
+int shale_update(shale_tree *t, const void *key, size_t klen, shale_update_fn fn, void *ctx,
+                 int mode, shale_buf *out);
+
 /* shale_iter_open -- an iterator over a consistent snapshot of tree t, taken
  * now; it is unpositioned until a first/last/seek call.  The snapshot keeps
  * the data it sees alive until shale_iter_close.
@@ -361,6 +398,29 @@ typedef void (*shale_progress_fn)(void *ctx, uint64_t done, uint64_t total);
  * SHALE_EBUSY (src or dst open elsewhere), SHALE_ECORRUPT, SHALE_EIO,
  * SHALE_ENOSPC, SHALE_ENOMEM.  On error dst may hold a partial database. */
 int shale_compact(const char *src, const char *dst, shale_progress_fn progress, void *ctx);
+
+/* shale_generate_id -- a new id into *id: unique and strictly increasing
+ * across restarts, crashes and power loss (ids are leased in blocks made
+ * durable before use; a crash skips the rest of a block, never repeats one).
+ * Errors: SHALE_EINVAL, SHALE_EREADONLY, SHALE_ENOSPC (ids exhausted, or the
+ * device is full), SHALE_EIO, SHALE_ENOMEM, the sticky background error. */
+int shale_generate_id(shale_db *db, uint64_t *id);
+
+/* shale_checksum -- a 64-bit checksum of the contents of every tree (names,
+ * keys and values, in order; introspect.c has the exact definition) at one
+ * instant: databases holding the same trees and keys agree, however their
+ * files were written.  Reads everything.
+ * Errors: SHALE_EINVAL, SHALE_ECORRUPT, SHALE_EIO, SHALE_ENOMEM. */
+int shale_checksum(shale_db *db, uint64_t *sum);
+
+/* shale_size_on_disk -- bytes of the database's files (page file and logs)
+ * into *bytes.  Errors: SHALE_EINVAL. */
+int shale_size_on_disk(shale_db *db, uint64_t *bytes);
+
+/* shale_was_recovered -- true when this open found the database not closed
+ * cleanly (a crash, a kill, a power loss) and recovered it; false after a
+ * clean shale_close, for a new database, and for NULL. */
+bool shale_was_recovered(shale_db *db);
 
 /* shale_stats_get -- fill *st.  Errors: SHALE_EINVAL. */
 int shale_stats_get(shale_db *db, shale_stats *st);

@@ -198,6 +198,7 @@ int db_checkpoint(shale_db *db)
         .segs = v->segs,
         .nsegs = v->nsegs,
         .gy = v->gy,
+        .flags = db->closing ? META_CLEAN : 0,
     };
     pthread_mutex_unlock(&db->ver_mu);
     for (size_t i = 0; i < v->nsegs; i++)

@@ -280,6 +280,7 @@ static void db_free(shale_db *db)
     pthread_mutex_destroy(&db->tree_mu);
     pthread_mutex_destroy(&db->list_mu);
     pthread_mutex_destroy(&db->sync_mu);
+    pthread_mutex_destroy(&db->id_mu);
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->room_cv);
     pthread_cond_destroy(&db->sync_cv);
@@ -305,6 +306,7 @@ static shale_db *db_alloc(const char *path, const shale_options *opts, sp_env *e
     pthread_mutex_init(&db->tree_mu, NULL);
     pthread_mutex_init(&db->list_mu, NULL);
     pthread_mutex_init(&db->sync_mu, NULL);
+    pthread_mutex_init(&db->id_mu, NULL);
     pthread_cond_init(&db->bg_cv, NULL);
     pthread_cond_init(&db->room_cv, NULL);
     pthread_cond_init(&db->sync_cv, NULL);
@@ -427,6 +429,15 @@ int db_open_env(const char *path, const shale_options *opts, sp_env *env, shale_
                 &db->current));
     db->active = mem.mt;
     ERR(tree_load_catalog(db));
+    /* A header written by a clean close says so; any other means the last
+     * process stopped without closing (bodies without flags: only a replayed
+     * log tells).  Opened for writing, a clean header is replaced at once by
+     * one that is not, so a crash from here on is known next time. */
+    bool clean = db->created || !m.has_flags || (m.flags & META_CLEAN);
+    if (!clean)
+        db->recovered = true;
+    if (!db->opts.read_only && !db->created && m.has_flags && (m.flags & META_CLEAN))
+        ERR(db_checkpoint(db));
     if (!db->opts.read_only)
         ERR(db_start_threads(db));
     mt_unref(mem.mt);
@@ -505,6 +516,7 @@ int shale_close(shale_db *db)
     if (!db->opts.read_only) {
         db_stop_threads(db);
         rc = db_bg_error(db);
+        db->closing = true; /* the final checkpoint is a clean one */
         if (rc == SHALE_OK)
             rc = db_flush_memtables(db);
         if (rc < 0) {

@@ -105,8 +105,12 @@ struct shale_db {
     pthread_t flush_thread, merge_thread, sync_thread;
     bool threads_started, sync_started;
 
-    bool recovered;
+    bool recovered; /* the last shutdown was not clean (shale_was_recovered) */
     bool created; /* this open created the database */
+    bool closing; /* shale_close is writing the final checkpoint (a clean one) */
+    /* shale_generate_id (ids.c): ids below id_ceiling are leased durably */
+    pthread_mutex_t id_mu;
+    uint64_t next_id, id_ceiling;
     atomic_uint_fast64_t st_user_bytes, st_log_bytes, st_flushes, st_merges, st_stalls,
         st_stall_us, st_checkpoints;
     /* smooth back-pressure (write.c): young segments beyond
@@ -163,6 +167,13 @@ typedef int (*db_build_fn)(shale_db *db, ver_version *v, uint64_t snap, shale_ba
 int db_write_built(shale_db *db, shale_batch *b, db_build_fn build, void *ctx);
 int db_log_name(const shale_db *db, uint64_t no, char *buf, size_t n);
 int tree_load_catalog(shale_db *db);
+/* tree_catalog_scan -- fn on every catalog entry at (v, snap), in key order
+ * (keys without the catalog's prefix: 'n' + name for trees); an error from
+ * fn stops the scan and is returned (tree.c). */
+typedef int (*tree_catalog_fn)(void *ctx, const uint8_t *k, size_t kl, const void *v, size_t vl);
+int tree_catalog_scan(ver_version *v, uint64_t snap, tree_catalog_fn fn, void *ctx);
+/* ids.c: ids_load -- a catalog entry for the id lease (SHALE_NOTFOUND: not one). */
+int ids_load(shale_db *db, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl);
 void tree_free_all(shale_db *db);
 bool tree_id_live(shale_db *db, uint32_t id);
 /* Dropped trees' keys are left out when writing segments; live_cache

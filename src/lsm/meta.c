@@ -36,6 +36,15 @@ int meta_encode(const meta_body *m, uint8_t **buf, size_t *len)
     }
     if (rc == SHALE_OK)
         rc = gy_encode(m->gy, &b, &n, &cap);
+    if (rc == SHALE_OK && n + VARINT_MAX > cap) {
+        uint8_t *nb = realloc(b, cap = n + VARINT_MAX);
+        if (!nb)
+            rc = SHALE_ENOMEM;
+        else
+            b = nb;
+    }
+    if (rc == SHALE_OK)
+        n += varint_put(b + n, m->flags);
     if (rc < 0) {
         free(b);
         return rc;
@@ -106,6 +115,13 @@ int meta_decode(const seg_store *st, const uint8_t *p, size_t len, meta_body *m)
         p += used;
         if (m->gy && m->gy->max_seq > m->ckpt_seq)
             ERR_SET(SHALE_ECORRUPT);
+        if (p < end) {
+            size_t n = varint_get(p, end, &m->flags);
+            if (!n || (m->flags & ~(uint64_t)META_CLEAN))
+                ERR_SET(SHALE_ECORRUPT);
+            p += n;
+            m->has_flags = true;
+        }
     }
     if (p != end)
         ERR_SET(SHALE_ECORRUPT);

@@ -14,11 +14,14 @@
  *   version 3 only (version 2 reads as seq 0 and no range tombstones):
  *   per segment, in the same order, varint seq (segment.h: every range
  *   tombstone up to it is applied to the segment), then the graveyard
- *   (graveyard.h encoding)
+ *   (graveyard.h encoding), then (optional: absent in early version 3
+ *   bodies) varint flags: META_CLEAN when this checkpoint was written by a
+ *   clean close
  */
 #ifndef SHALE_META_H
 #define SHALE_META_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,7 +41,11 @@ typedef struct meta_body {
     seg_segment **segs;
     size_t nsegs;
     gy_set *gy; /* range tombstones (NULL: none) */
+    uint64_t flags;
+    bool has_flags; /* decoded: the body carried flags */
 } meta_body;
+
+#define META_CLEAN 1u /* written by a clean close: nothing to recover */
 
 /* meta_encode -- the body into *buf (malloc'd). */
 int meta_encode(const meta_body *m, uint8_t **buf, size_t *len);

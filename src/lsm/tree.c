@@ -61,6 +61,9 @@ static struct shale_tree *tree_find(shale_db *db, const char *name)
 /* load_entry -- one catalog entry read at open. */
 static int load_entry(shale_db *db, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl)
 {
+    int rc = ids_load(db, k, kl, v, vl);
+    if (rc != SHALE_NOTFOUND)
+        return rc;
     if (vl != 4)
         return SHALE_ECORRUPT;
     uint32_t id = get_u32(v);
@@ -78,16 +81,13 @@ static int load_entry(shale_db *db, const uint8_t *k, size_t kl, const uint8_t *
     return tree_add(db, (const char *)k + 1, kl - 1, id, NULL);
 }
 
-int tree_load_catalog(shale_db *db)
+int tree_catalog_scan(ver_version *v, uint64_t snap, tree_catalog_fn fn, void *ctx)
 {
     int rc = SHALE_OK;
-    uint64_t snap;
     cur_cursor *c = NULL;
     uint8_t lo[IKEY_PREFIX], hi[IKEY_PREFIX];
-    ver_version *v = db_pin(db, &snap);
     put_be32(lo, TREE_ID_CATALOG);
     put_be32(hi, TREE_ID_CATALOG + 1);
-    ERR(tree_add(db, "", 0, TREE_ID_DEFAULT, NULL));
     ERR(cur_open(v, snap, true, 0, v->nsegs, true, &c));
     ERR(cur_set_bounds(c, lo, sizeof lo, hi, sizeof hi));
     for (rc = cur_first(c); rc == SHALE_OK; rc = cur_next(c)) {
@@ -95,12 +95,27 @@ int tree_load_catalog(shale_db *db)
         const uint8_t *k = cur_key(c, &kl);
         const void *val;
         ERR(cur_value(c, &val, &vl));
-        ERR(load_entry(db, k + IKEY_PREFIX, kl - IKEY_PREFIX, val, vl));
+        ERR(fn(ctx, k + IKEY_PREFIX, kl - IKEY_PREFIX, val, vl));
     }
     if (rc == SHALE_NOTFOUND)
         rc = SHALE_OK;
 err:
     cur_close(c);
+    return rc;
+}
+
+static int load_one(void *ctx, const uint8_t *k, size_t kl, const void *v, size_t vl)
+{
+    return load_entry(ctx, k, kl, v, vl);
+}
+
+int tree_load_catalog(shale_db *db)
+{
+    uint64_t snap;
+    ver_version *v = db_pin(db, &snap);
+    int rc = tree_add(db, "", 0, TREE_ID_DEFAULT, NULL);
+    if (rc == SHALE_OK)
+        rc = tree_catalog_scan(v, snap, load_one, db);
     ver_unref(v);
     return rc;
 }
