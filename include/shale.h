@@ -68,6 +68,7 @@ typedef struct shale_db shale_db;
 typedef struct shale_tree shale_tree;
 typedef struct shale_iter shale_iter;
 typedef struct shale_batch shale_batch;
+typedef struct shale_snapshot shale_snapshot;
 
 /* A caller-owned, reusable output buffer.  The library grows data with
  * realloc() when cap is too small; len is the length of the last result.
@@ -267,6 +268,30 @@ const void *shale_iter_value(const shale_iter *it, size_t *vlen);
 
 /* shale_iter_close -- release the iterator and its snapshot.  NULL is a no-op. */
 void shale_iter_close(shale_iter *it);
+
+/* Snapshots: a read view of every tree of a db at one instant.  Gets and
+ * iterators through a snapshot see exactly the writes acknowledged before it
+ * was opened, whatever happens after.  A snapshot keeps the data it sees
+ * alive (memory and pages): close it when done.  Close it before its db. */
+
+/* shale_snapshot_open -- a snapshot of db now.  Errors: SHALE_EINVAL,
+ * SHALE_ENOMEM. */
+int shale_snapshot_open(shale_db *db, shale_snapshot **sp);
+
+/* shale_snapshot_get -- shale_get as of snapshot s.  Errors: SHALE_EINVAL
+ * (NULL arguments, t of another db or dropped), SHALE_ETOOBIG, SHALE_ECORRUPT,
+ * SHALE_EIO, SHALE_ENOMEM. */
+int shale_snapshot_get(shale_snapshot *s, shale_tree *t, const void *key, size_t klen,
+                       shale_buf *val);
+
+/* shale_iter_open_at -- shale_iter_open over snapshot s rather than now (the
+ * iterator keeps the snapshot's view even after s is closed).
+ * Errors: SHALE_EINVAL (NULL arguments, t of another db or dropped),
+ * SHALE_ENOMEM, SHALE_EIO. */
+int shale_iter_open_at(shale_tree *t, shale_snapshot *s, shale_iter **itp);
+
+/* shale_snapshot_close -- release s.  NULL is a no-op. */
+void shale_snapshot_close(shale_snapshot *s);
 
 /* Batches: a list of writes across any trees of one db, applied atomically
  * (after any crash, all of it or none of it), in order (a later write to the

@@ -131,6 +131,13 @@ struct shale_db {
     void *merge_hook_ctx;
 };
 
+/* A read view of every tree at one instant (snapshot.c). */
+struct shale_snapshot {
+    shale_db *db;
+    ver_version *v; /* pinned */
+    uint64_t seq;
+};
+
 /* Internal entry points shared by the lsm files. */
 int db_open_env(const char *path, const shale_options *opts, sp_env *env, shale_db **dbp);
 int db_write(shale_db *db, shale_batch *b);

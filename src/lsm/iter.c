@@ -60,19 +60,15 @@ err:
     return rc;
 }
 
-int shale_iter_open(shale_tree *t, shale_iter **itp)
+/* iter_open -- an iterator over tree t in version v at snapshot snap. */
+static int iter_open(shale_tree *t, ver_version *v, uint64_t snap, shale_iter **itp)
 {
     int rc;
-    uint64_t snap;
-    if (!t || !itp || atomic_load(&t->dropped))
-        return SHALE_EINVAL;
     shale_iter *it = calloc(1, sizeof *it);
     if (!it)
         return SHALE_ENOMEM;
     it->t = t;
-    ver_version *v = db_pin(t->db, &snap);
     rc = cur_open(v, snap, true, 0, v->nsegs, true, &it->c);
-    ver_unref(v);
     if (rc == SHALE_OK)
         rc = shale_iter_set_bounds(it, NULL, 0, NULL, 0);
     if (rc < 0) {
@@ -81,6 +77,24 @@ int shale_iter_open(shale_tree *t, shale_iter **itp)
     }
     *itp = it;
     return SHALE_OK;
+}
+
+int shale_iter_open(shale_tree *t, shale_iter **itp)
+{
+    uint64_t snap;
+    if (!t || !itp || atomic_load(&t->dropped))
+        return SHALE_EINVAL;
+    ver_version *v = db_pin(t->db, &snap);
+    int rc = iter_open(t, v, snap, itp);
+    ver_unref(v);
+    return rc;
+}
+
+int shale_iter_open_at(shale_tree *t, shale_snapshot *s, shale_iter **itp)
+{
+    if (!t || !s || !itp || atomic_load(&t->dropped) || s->db != t->db)
+        return SHALE_EINVAL;
+    return iter_open(t, s->v, s->seq, itp);
 }
 
 /* moved -- record the result of a cursor move and load the value. */

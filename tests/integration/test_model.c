@@ -6,6 +6,7 @@
  * seek / seek_prev followed by next/prev with direction changes, iterators
  * held open across writes, write-outs and merges (their snapshot must not
  * move), removing ranges of keys (alone and in batches) and clearing a tree,
+ * compare-and-swap and update (both modes), snapshots of both trees,
  * dropping and re-creating a tree, flushes and close + reopen.  Every result is compared
  * with the model, a sorted array per tree.  Keys include the empty key, keys that share long
  * prefixes (and are prefixes of each other), keys over 512 bytes and a few within a few bytes of
@@ -155,7 +156,7 @@ typedef struct ctx {
     shale_buf buf, old;
     uint8_t *kbuf, *kbuf2, *vbuf;
     uint64_t op;
-    uint64_t stats[16]; /* operations done, by kind */
+    uint64_t stats[20]; /* operations done, by kind */
 } ctx;
 
 static uint8_t prefix_bytes[1200];
@@ -321,16 +322,20 @@ static void op_remove(ctx *c, int t, bool with_old)
     m_del(&c->m[t], c->kbuf, kl);
 }
 
-static void op_get(ctx *c, int t)
+/* pick_key_or_entry -- into c->kbuf: half the time a key tree t holds. */
+static size_t pick_key_or_entry(ctx *c, int t)
 {
-    size_t kl;
     if (c->m[t].n && tu_rng_range(&c->rng, 2)) {
         ment *e = &c->m[t].e[tu_rng_range(&c->rng, c->m[t].n)];
-        kl = e->kl;
-        memcpy(c->kbuf, e->k, kl);
-    } else {
-        kl = pick_key(c, c->kbuf);
+        memcpy(c->kbuf, e->k, e->kl);
+        return e->kl;
     }
+    return pick_key(c, c->kbuf);
+}
+
+static void op_get(ctx *c, int t)
+{
+    size_t kl = pick_key_or_entry(c, t);
     int rc = shale_get(c->t[t], c->kbuf, kl, &c->buf);
     check_value(c, "get", m_find(&c->m[t], c->kbuf, kl), rc, &c->buf);
 }
@@ -641,6 +646,133 @@ static void op_remove_range(ctx *c, int t)
     m_del_range(m, lo, lol, to_end ? NULL : hi, hil);
 }
 
+/* op_cas -- compare-and-swap against the model: the right expectation (the
+ * value, or absence) succeeds, a wrong one reports the current value. */
+static void op_cas(ctx *c, int t)
+{
+    size_t kl = pick_key_or_entry(c, t);
+    ment *e = m_find(&c->m[t], c->kbuf, kl);
+    bool right = tu_rng_range(&c->rng, 3) != 0, del = tu_rng_range(&c->rng, 6) == 0;
+    size_t dl = del ? 0 : pick_value(c, c->vbuf);
+    const uint8_t *exp = e ? e->v : NULL;
+    size_t el = e ? e->vl : 0;
+    uint8_t wrong[8] = "wrong!!";
+    if (!right) { /* absent when present, or a value that differs */
+        exp = e && tu_rng_range(&c->rng, 2) ? NULL : wrong;
+        el = exp ? (e && e->vl == 7 && memcmp(e->v, wrong, 7) == 0 ? 6 : 7) : 0;
+    }
+    int rc = shale_cas(c->t[t], c->kbuf, kl, exp ? (const void *)exp : NULL, el,
+                       del ? NULL : c->vbuf, dl, &c->old);
+    if (right) {
+        CHECK(rc == SHALE_OK, "cas: %s", shale_strerror(rc));
+        if (del)
+            m_del(&c->m[t], c->kbuf, kl);
+        else
+            m_put(&c->m[t], c->kbuf, kl, c->vbuf, dl);
+        return;
+    }
+    CHECK(rc == SHALE_EMISMATCH, "cas with a wrong expectation: %d", rc);
+    if (!e)
+        CHECK(c->old.data == NULL, "cas: absence reported as a value");
+    else
+        check_value(c, "cas actual", e, SHALE_OK, &c->old);
+}
+
+/* op_update -- shale_update appending a byte (or deleting), both modes. */
+typedef struct upd_ctx {
+    uint8_t *buf;
+    bool del;
+} upd_ctx;
+
+static int upd_fn(void *arg, const void *old, size_t oldlen, const void **nv, size_t *nl)
+{
+    upd_ctx *u = arg;
+    if (u->del) {
+        *nv = NULL;
+        return 0;
+    }
+    size_t n = old ? oldlen : 0;
+    if (n > 150000)
+        n = 150000;
+    if (n)
+        memmove(u->buf, old, n);
+    u->buf[n] = (uint8_t)(n * 31 + 7);
+    *nv = u->buf;
+    *nl = n + 1;
+    return 0;
+}
+
+static void op_update(ctx *c, int t)
+{
+    size_t kl = pick_key_or_entry(c, t);
+    ment *e = m_find(&c->m[t], c->kbuf, kl);
+    upd_ctx u = {c->vbuf, tu_rng_range(&c->rng, 8) == 0};
+    int mode = (int)tu_rng_range(&c->rng, 2);
+    ment before = {0};
+    bool had = e != NULL;
+    if (had)
+        before = (ment){NULL, 0, dup(e->v, e->vl), e->vl};
+    int rc = shale_update(c->t[t], c->kbuf, kl, upd_fn, &u, mode, &c->old);
+    CHECK(rc >= 0, "update: %s", shale_strerror(rc));
+    if (u.del) {
+        m_del(&c->m[t], c->kbuf, kl);
+    } else {
+        size_t n = had ? (before.vl > 150000 ? 150000 : before.vl) : 0;
+        uint8_t *nv = malloc(n + 1);
+        if (n)
+            memcpy(nv, before.v, n);
+        nv[n] = (uint8_t)(n * 31 + 7);
+        m_put(&c->m[t], c->kbuf, kl, nv, n + 1);
+        free(nv);
+    }
+    if (mode == SHALE_UPDATE_RETURN_OLD)
+        check_value(c, "update old", had ? &before : NULL, rc, &c->old);
+    else
+        check_value(c, "update new", m_find(&c->m[t], c->kbuf, kl), rc, &c->old);
+    free(before.v);
+}
+
+/* op_snapshot_all -- a snapshot of both trees keeps seeing their state
+ * while both are written (and written out), through gets and iterators. */
+static void op_snapshot_all(ctx *c)
+{
+    shale_snapshot *s;
+    mtree snap[NTREES];
+    int rc = shale_snapshot_open(c->db, &s);
+    CHECK(rc == SHALE_OK, "snapshot_open: %s", shale_strerror(rc));
+    for (int t = 0; t < NTREES; t++)
+        m_copy_range(&c->m[t], 0, c->m[t].n, &snap[t]);
+    int writes = 1 + (int)tu_rng_range(&c->rng, tu_rng_range(&c->rng, 8) ? 40 : 2000);
+    for (int i = 0; i < writes; i++) {
+        int t = (int)tu_rng_range(&c->rng, NTREES);
+        if (tu_rng_range(&c->rng, 3))
+            op_insert(c, t, false);
+        else
+            op_remove(c, t, false);
+    }
+    for (int t = 0; t < NTREES; t++) {
+        for (int i = 0; i < 20; i++) {
+            size_t kl;
+            if (snap[t].n && tu_rng_range(&c->rng, 2)) {
+                ment *e = &snap[t].e[tu_rng_range(&c->rng, snap[t].n)];
+                kl = e->kl;
+                memcpy(c->kbuf, e->k, kl);
+            } else {
+                kl = pick_key(c, c->kbuf);
+            }
+            rc = shale_snapshot_get(s, c->t[t], c->kbuf, kl, &c->buf);
+            check_value(c, "snapshot get", m_find(&snap[t], c->kbuf, kl), rc, &c->buf);
+        }
+        shale_iter *it;
+        rc = shale_iter_open_at(c->t[t], s, &it);
+        CHECK(rc == SHALE_OK, "iter_open_at: %s", shale_strerror(rc));
+        scan_against(c, it, &snap[t], 0, snap[t].n, tu_rng_range(&c->rng, 2), SIZE_MAX);
+        shale_iter_close(it);
+        m_free(&snap[t]);
+    }
+    shale_snapshot_close(s);
+}
+
 /* op_drop -- drop the second tree; re-created empty, its old keys never return. */
 static void op_drop(ctx *c)
 {
@@ -719,8 +851,14 @@ static void run_model(int compression, uint64_t base_ops, uint64_t salt)
             kind = 5, op_batch(c);
         else if (r < 8500)
             kind = 6, op_scan(c, t);
-        else if (r < 9850)
+        else if (r < 9700)
             kind = 7, op_seek(c, t);
+        else if (r < 9760)
+            kind = 14, op_cas(c, t);
+        else if (r < 9820)
+            kind = 15, op_update(c, t);
+        else if (r < 9850)
+            kind = 16, op_snapshot_all(c);
         else if (r < 9900)
             kind = 13, op_remove_range(c, t);
         else if (r < 9965)
@@ -753,8 +891,8 @@ static void run_model(int compression, uint64_t base_ops, uint64_t salt)
     fprintf(
         stderr,
         "model: done; keys %zu + %zu; ops: ins %llu ins_old %llu rm %llu rm_old %llu get %llu "
-        "batch %llu scan %llu seek %llu snap %llu flush %llu reopen %llu drop %llu ranges %llu; "
-        "segments %llu, "
+        "batch %llu scan %llu seek %llu snap %llu flush %llu reopen %llu drop %llu ranges %llu "
+        "cas %llu update %llu snapshots %llu; segments %llu, "
         "flushes %llu, merges %llu, leaves %llu (%llu compressed)\n",
         c->m[0].n, c->m[1].n, (unsigned long long)c->stats[0], (unsigned long long)c->stats[1],
         (unsigned long long)c->stats[2], (unsigned long long)c->stats[3],
@@ -762,7 +900,9 @@ static void run_model(int compression, uint64_t base_ops, uint64_t salt)
         (unsigned long long)c->stats[6], (unsigned long long)c->stats[7],
         (unsigned long long)c->stats[8], (unsigned long long)c->stats[9],
         (unsigned long long)c->stats[11], (unsigned long long)c->stats[12],
-        (unsigned long long)c->stats[13], (unsigned long long)st.segments, (unsigned long long)st.flushes,
+        (unsigned long long)c->stats[13], (unsigned long long)c->stats[14],
+        (unsigned long long)c->stats[15], (unsigned long long)c->stats[16],
+        (unsigned long long)st.segments, (unsigned long long)st.flushes,
         (unsigned long long)st.merges, (unsigned long long)st.leaves,
         (unsigned long long)st.compressed_leaves);
     if (compression != SHALE_COMPRESSION_NONE && st.leaves > 0)
