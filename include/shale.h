@@ -447,6 +447,31 @@ int shale_size_on_disk(shale_db *db, uint64_t *bytes);
  * clean shale_close, for a new database, and for NULL. */
 bool shale_was_recovered(shale_db *db);
 
+/* shale_export -- write every tree of db (names, keys, values) into a new
+ * file at path, as of one instant: the documented, versioned, checksummed
+ * format of src/lsm/dump.c.  progress (may be NULL) gets entries done and an
+ * estimate of all.  A failed export leaves no file.
+ * Errors: SHALE_EINVAL, SHALE_EEXIST (path exists), SHALE_ENOENT (no such
+ * directory), SHALE_EIO, SHALE_ENOSPC, SHALE_ECORRUPT, SHALE_ENOMEM. */
+int shale_export(shale_db *db, const char *path, shale_progress_fn progress, void *ctx);
+
+#define SHALE_IMPORT_OVERWRITE 1 /* keys that exist already get the dump's values */
+
+/* shale_import -- add the trees and keys of the dump at path to db,
+ * creating trees as needed.  The whole dump is checked first (structure,
+ * counts and checksum), and unless flags has SHALE_IMPORT_OVERWRITE so is
+ * every key against db: a key that exists already fails the import with
+ * SHALE_EEXIST, naming it in *conflict (if not NULL: the tree name, a zero
+ * byte, then the key; len covers both), and a truncated or damaged dump
+ * fails with SHALE_ECORRUPT -- in both cases with nothing written.  The
+ * keys are then written in batches (a crash part way leaves a prefix of
+ * them).  progress as for shale_export.
+ * Errors: SHALE_EINVAL, SHALE_EREADONLY, SHALE_ENOENT (no file), SHALE_EEXIST,
+ * SHALE_ECORRUPT, SHALE_EFORMAT (a dump version this library does not read),
+ * SHALE_EIO, SHALE_ENOSPC, SHALE_ENOMEM. */
+int shale_import(shale_db *db, const char *path, int flags, shale_buf *conflict,
+                 shale_progress_fn progress, void *ctx);
+
 /* shale_stats_get -- fill *st.  Errors: SHALE_EINVAL. */
 int shale_stats_get(shale_db *db, shale_stats *st);
 

@@ -51,6 +51,7 @@ enum {
     A_RAW = 1u << 2,
     A_SCAN = 1u << 3,   /* --from --to --reverse --limit --keys-only */
     A_CREATE = 1u << 4, /* --create --no-create */
+    A_OVERWRITE = 1u << 5,
 };
 
 /* getopt_long codes of the long-only options. */
@@ -65,6 +66,7 @@ enum {
     O_KEYS_ONLY,
     O_CREATE,
     O_NO_CREATE,
+    O_OVERWRITE,
 };
 
 /* A byte string from the command line: p/n, and mem to free if decoded. */
@@ -81,7 +83,7 @@ typedef struct cli_opts {
     const char *to;
     uint64_t limit; /* 0: no limit */
     unsigned given; /* A_* bits of the options that were given */
-    bool hex, raw, reverse, keys_only, no_create, help;
+    bool hex, raw, reverse, keys_only, no_create, overwrite, help;
 } cli_opts;
 
 struct command;
@@ -115,6 +117,8 @@ static int run_scan(cli *c);
 static int run_stat(cli *c);
 static int run_check(cli *c);
 static int run_compact(cli *c);
+static int run_export(cli *c);
+static int run_import(cli *c);
 
 static const command commands[] = {
     {"put", 3, A_TREE | A_HEX | A_CREATE, "put DB KEY VALUE",
@@ -152,6 +156,17 @@ static const command commands[] = {
      "freshly written segment with no free space.  DB is only read.  OUT must\n"
      "not exist.  Shows progress on a terminal.\n",
      run_compact},
+    {"export", 2, 0, "export DB FILE",
+     "Write every tree of DB (names, keys, values) into a new dump FILE, as of\n"
+     "one instant: a versioned, checksummed format (src/lsm/dump.c).  FILE must\n"
+     "not exist.  Shows progress on a terminal.\n",
+     run_export},
+    {"import", 2, A_OVERWRITE, "import DB FILE [--overwrite]",
+     "Add the trees and keys of dump FILE to DB (created if missing).  The\n"
+     "whole dump is checked first: a damaged or truncated one, or one holding\n"
+     "a key DB already has, is refused with nothing written (the key named).\n"
+     "  --overwrite    keys DB already has take the dump's values\n",
+     run_import},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -184,6 +199,7 @@ static const struct option long_opts[] = {
     {"keys-only", no_argument, NULL, O_KEYS_ONLY},
     {"create", no_argument, NULL, O_CREATE},
     {"no-create", no_argument, NULL, O_NO_CREATE},
+    {"overwrite", no_argument, NULL, O_OVERWRITE},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -565,16 +581,17 @@ static int run_check(cli *c)
     return close_db(c, st);
 }
 
-/* compact_progress -- a progress bar on stderr (a terminal only). */
+/* compact_progress -- a progress bar on stderr (a terminal only); ctx is
+ * the verb shown. */
 static void compact_progress(void *ctx, uint64_t done, uint64_t total)
 {
-    (void)ctx;
+    const char *verb = ctx ? ctx : "compacting";
     unsigned pct = total ? (unsigned)(done >= total ? 100 : done * 100 / total) : 100;
     char bar[41];
     memset(bar, '#', pct * 40 / 100);
     memset(bar + pct * 40 / 100, '.', 40 - pct * 40 / 100);
     bar[40] = 0;
-    fprintf(stderr, "\rcompacting [%s] %3u%% %" PRIu64 " entries", bar, pct, done);
+    fprintf(stderr, "\r%s [%s] %3u%% %" PRIu64 " entries", verb, bar, pct, done);
     fflush(stderr);
 }
 
@@ -589,6 +606,56 @@ static int run_compact(cli *c)
         return lib_error("compact", rc);
     printf("%s: compacted into %s\n", c->args[0], c->args[1]);
     return finish_output(EXIT_OK);
+}
+
+/* run_export -- shale export DB FILE. */
+static int run_export(cli *c)
+{
+    int st = open_db(c, false, false);
+    if (st != EXIT_OK)
+        return st;
+    bool tty = isatty(STDERR_FILENO);
+    int rc = shale_export(c->db, c->args[1], tty ? compact_progress : NULL, "exporting");
+    if (tty)
+        fputc('\n', stderr);
+    if (rc != SHALE_OK)
+        return close_db(c, lib_error("export", rc));
+    printf("%s: exported to %s\n", c->args[0], c->args[1]);
+    return close_db(c, finish_output(EXIT_OK));
+}
+
+/* run_import -- shale import DB FILE [--overwrite]. */
+static int run_import(cli *c)
+{
+    int st = open_db(c, true, true);
+    if (st != EXIT_OK)
+        return st;
+    bool tty = isatty(STDERR_FILENO);
+    shale_buf conflict = SHALE_BUF_INIT;
+    int rc = shale_import(c->db, c->args[1], c->o.overwrite ? SHALE_IMPORT_OVERWRITE : 0,
+                          &conflict, tty ? compact_progress : NULL, "importing");
+    if (tty)
+        fputc('\n', stderr);
+    if (rc == SHALE_EEXIST && conflict.data) {
+        const char *tree = conflict.data;
+        size_t tl = strlen(tree);
+        fprintf(stderr, "shale: import: %s: key already in tree '%s': ", c->args[1], tree);
+        for (size_t i = tl + 1; i < conflict.len; i++) {
+            unsigned char ch = ((unsigned char *)conflict.data)[i];
+            if (ch >= 0x20 && ch < 0x7f && ch != '\\')
+                fputc(ch, stderr);
+            else
+                fprintf(stderr, "\\x%02x", ch);
+        }
+        fputs(" (nothing imported; --overwrite replaces existing keys)\n", stderr);
+        shale_buf_free(&conflict);
+        return close_db(c, EXIT_ERR);
+    }
+    shale_buf_free(&conflict);
+    if (rc != SHALE_OK)
+        return close_db(c, lib_error("import", rc));
+    printf("%s: imported %s\n", c->args[0], c->args[1]);
+    return close_db(c, finish_output(EXIT_OK));
 }
 
 /* --- argument parsing ------------------------------------------------------------ */
@@ -615,6 +682,8 @@ static unsigned opt_class(int code)
     case O_CREATE:
     case O_NO_CREATE:
         return A_CREATE;
+    case O_OVERWRITE:
+        return A_OVERWRITE;
     case 'h':
         return 0;
     default:
@@ -667,6 +736,9 @@ static int apply_opt(cli *c, int code, const char *arg)
         break;
     case O_NO_CREATE:
         o->no_create = true;
+        break;
+    case O_OVERWRITE:
+        o->overwrite = true;
         break;
     case 'h':
         o->help = true;

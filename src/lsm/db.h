@@ -174,11 +174,23 @@ typedef int (*db_build_fn)(shale_db *db, ver_version *v, uint64_t snap, shale_ba
 int db_write_built(shale_db *db, shale_batch *b, db_build_fn build, void *ctx);
 int db_log_name(const shale_db *db, uint64_t no, char *buf, size_t n);
 int tree_load_catalog(shale_db *db);
-/* tree_catalog_scan -- fn on every catalog entry at (v, snap), in key order
- * (keys without the catalog's prefix: 'n' + name for trees); an error from
- * fn stops the scan and is returned (tree.c). */
-typedef int (*tree_catalog_fn)(void *ctx, const uint8_t *k, size_t kl, const void *v, size_t vl);
-int tree_catalog_scan(ver_version *v, uint64_t snap, tree_catalog_fn fn, void *ctx);
+/* tree_lookup -- the open handle of tree name, or NULL when there is no such
+ * tree (never creates one). */
+struct shale_tree *tree_lookup(shale_db *db, const char *name);
+/* tree_scan -- fn on every live entry of tree id at (v, snap), in key order
+ * (keys without the tree prefix); an error from fn stops the scan and is
+ * returned (tree.c).  Tree TREE_ID_CATALOG is the catalog. */
+typedef int (*tree_entry_fn)(void *ctx, const uint8_t *k, size_t kl, const void *v, size_t vl);
+int tree_scan(ver_version *v, uint64_t snap, uint32_t id, tree_entry_fn fn, void *ctx);
+/* tree_names -- the named trees at (v, snap) in name order (the default
+ * tree is not among them); free with tree_names_free. */
+typedef struct tree_name {
+    uint32_t id;
+    char *name; /* zero-terminated */
+    size_t nlen;
+} tree_name;
+int tree_names(ver_version *v, uint64_t snap, tree_name **out, size_t *n);
+void tree_names_free(tree_name *v, size_t n);
 /* ids.c: ids_load -- a catalog entry for the id lease (SHALE_NOTFOUND: not one). */
 int ids_load(shale_db *db, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl);
 void tree_free_all(shale_db *db);

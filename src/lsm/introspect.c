@@ -14,7 +14,6 @@
 #include <xxhash.h>
 
 #include "../space/common.h"
-#include "cursor.h"
 #include "db.h"
 
 /* hash_u64 -- v into the state, little-endian. */
@@ -26,74 +25,32 @@ static void hash_u64(XXH3_state_t *st, uint64_t v)
     XXH3_64bits_update(st, b, 8);
 }
 
+/* hash_entry -- tree_entry_fn: one key and value into the state. */
+typedef struct hash_ctx {
+    XXH3_state_t *st;
+    uint64_t n;
+} hash_ctx;
+
+static int hash_entry(void *ctx, const uint8_t *k, size_t kl, const void *val, size_t vl)
+{
+    hash_ctx *h = ctx;
+    hash_u64(h->st, kl);
+    XXH3_64bits_update(h->st, k, kl);
+    hash_u64(h->st, vl);
+    XXH3_64bits_update(h->st, val, vl);
+    h->n++;
+    return SHALE_OK;
+}
+
 /* hash_tree -- tree id's name and contents at (v, snap). */
 static int hash_tree(XXH3_state_t *st, ver_version *v, uint64_t snap, uint32_t id,
                      const char *name, size_t nlen)
 {
-    int rc = SHALE_OK;
-    cur_cursor *c = NULL;
-    uint8_t lo[IKEY_PREFIX], hi[IKEY_PREFIX];
-    uint64_t n = 0;
+    hash_ctx h = {st, 0};
     hash_u64(st, nlen);
     XXH3_64bits_update(st, name, nlen);
-    put_be32(lo, id);
-    put_be32(hi, id + 1);
-    ERR(cur_open(v, snap, true, 0, v->nsegs, true, &c));
-    ERR(cur_set_bounds(c, lo, sizeof lo, hi, sizeof hi));
-    for (rc = cur_first(c); rc == SHALE_OK; rc = cur_next(c), n++) {
-        size_t kl, vl;
-        const uint8_t *k = cur_key(c, &kl);
-        const void *val;
-        ERR(cur_value(c, &val, &vl));
-        hash_u64(st, kl - IKEY_PREFIX);
-        XXH3_64bits_update(st, k + IKEY_PREFIX, kl - IKEY_PREFIX);
-        hash_u64(st, vl);
-        XXH3_64bits_update(st, val, vl);
-    }
-    if (rc == SHALE_NOTFOUND)
-        rc = SHALE_OK;
-    hash_u64(st, n);
-err:
-    cur_close(c);
-    return rc;
-}
-
-/* A tree to hash: its id and name, from the catalog as of the snapshot. */
-typedef struct named {
-    uint32_t id;
-    char *name;
-    size_t nlen;
-} named;
-
-typedef struct named_list {
-    named *v;
-    size_t n, cap;
-} named_list;
-
-/* collect -- tree_catalog_fn: the trees' names ('n' + name -> id), in name
- * order as the catalog keeps them. */
-static int collect(void *ctx, const uint8_t *k, size_t kl, const void *val, size_t vl)
-{
-    named_list *l = ctx;
-    if (kl < 1 || k[0] != 'n')
-        return SHALE_OK; /* not a name */
-    if (vl != 4)
-        return SHALE_ECORRUPT;
-    if (l->n == l->cap) {
-        size_t ncap = l->cap ? 2 * l->cap : 16;
-        named *nv = realloc(l->v, ncap * sizeof *nv);
-        if (!nv)
-            return SHALE_ENOMEM;
-        l->v = nv;
-        l->cap = ncap;
-    }
-    named *t = &l->v[l->n];
-    t->nlen = kl - 1;
-    if (!(t->name = malloc(t->nlen + 1)))
-        return SHALE_ENOMEM;
-    memcpy(t->name, k + 1, t->nlen);
-    t->id = get_u32(val);
-    l->n++;
+    RET(tree_scan(v, snap, id, hash_entry, &h));
+    hash_u64(st, h.n);
     return SHALE_OK;
 }
 
@@ -101,7 +58,8 @@ int shale_checksum(shale_db *db, uint64_t *sum)
 {
     int rc = SHALE_OK;
     uint64_t snap;
-    named_list trees = {0};
+    tree_name *trees = NULL;
+    size_t n = 0;
     XXH3_state_t *st = NULL;
     if (!db || !sum)
         return SHALE_EINVAL;
@@ -109,14 +67,12 @@ int shale_checksum(shale_db *db, uint64_t *sum)
     if (!(st = XXH3_createState()) || XXH3_64bits_reset(st) != XXH_OK)
         ERR_SET(SHALE_ENOMEM);
     ERR(hash_tree(st, v, snap, TREE_ID_DEFAULT, "", 0));
-    ERR(tree_catalog_scan(v, snap, collect, &trees));
-    for (size_t i = 0; i < trees.n; i++)
-        ERR(hash_tree(st, v, snap, trees.v[i].id, trees.v[i].name, trees.v[i].nlen));
+    ERR(tree_names(v, snap, &trees, &n));
+    for (size_t i = 0; i < n; i++)
+        ERR(hash_tree(st, v, snap, trees[i].id, trees[i].name, trees[i].nlen));
     *sum = XXH3_64bits_digest(st);
 err:
-    for (size_t i = 0; i < trees.n; i++)
-        free(trees.v[i].name);
-    free(trees.v);
+    tree_names_free(trees, n);
     XXH3_freeState(st);
     ver_unref(v);
     return rc;

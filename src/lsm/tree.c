@@ -81,13 +81,13 @@ static int load_entry(shale_db *db, const uint8_t *k, size_t kl, const uint8_t *
     return tree_add(db, (const char *)k + 1, kl - 1, id, NULL);
 }
 
-int tree_catalog_scan(ver_version *v, uint64_t snap, tree_catalog_fn fn, void *ctx)
+int tree_scan(ver_version *v, uint64_t snap, uint32_t id, tree_entry_fn fn, void *ctx)
 {
     int rc = SHALE_OK;
     cur_cursor *c = NULL;
     uint8_t lo[IKEY_PREFIX], hi[IKEY_PREFIX];
-    put_be32(lo, TREE_ID_CATALOG);
-    put_be32(hi, TREE_ID_CATALOG + 1);
+    put_be32(lo, id);
+    put_be32(hi, id + 1);
     ERR(cur_open(v, snap, true, 0, v->nsegs, true, &c));
     ERR(cur_set_bounds(c, lo, sizeof lo, hi, sizeof hi));
     for (rc = cur_first(c); rc == SHALE_OK; rc = cur_next(c)) {
@@ -104,6 +104,58 @@ err:
     return rc;
 }
 
+/* A growing list of tree names (tree_names). */
+typedef struct name_list {
+    tree_name *v;
+    size_t n, cap;
+} name_list;
+
+static int add_name(void *ctx, const uint8_t *k, size_t kl, const void *val, size_t vl)
+{
+    name_list *l = ctx;
+    if (kl < 1 || k[0] != CAT_NAME)
+        return SHALE_OK; /* not a tree's entry */
+    if (vl != 4)
+        return SHALE_ECORRUPT;
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? 2 * l->cap : 16;
+        tree_name *nv = realloc(l->v, ncap * sizeof *nv);
+        if (!nv)
+            return SHALE_ENOMEM;
+        l->v = nv;
+        l->cap = ncap;
+    }
+    tree_name *t = &l->v[l->n];
+    t->nlen = kl - 1;
+    if (!(t->name = malloc(t->nlen + 1)))
+        return SHALE_ENOMEM;
+    memcpy(t->name, k + 1, t->nlen);
+    t->name[t->nlen] = 0;
+    t->id = get_u32(val);
+    l->n++;
+    return SHALE_OK;
+}
+
+int tree_names(ver_version *v, uint64_t snap, tree_name **out, size_t *n)
+{
+    name_list l = {0};
+    int rc = tree_scan(v, snap, TREE_ID_CATALOG, add_name, &l);
+    if (rc < 0) {
+        tree_names_free(l.v, l.n);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return SHALE_OK;
+}
+
+void tree_names_free(tree_name *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i].name);
+    free(v);
+}
+
 static int load_one(void *ctx, const uint8_t *k, size_t kl, const void *v, size_t vl)
 {
     return load_entry(ctx, k, kl, v, vl);
@@ -115,7 +167,7 @@ int tree_load_catalog(shale_db *db)
     ver_version *v = db_pin(db, &snap);
     int rc = tree_add(db, "", 0, TREE_ID_DEFAULT, NULL);
     if (rc == SHALE_OK)
-        rc = tree_catalog_scan(v, snap, load_one, db);
+        rc = tree_scan(v, snap, TREE_ID_CATALOG, load_one, db);
     ver_unref(v);
     return rc;
 }
@@ -218,6 +270,14 @@ static int check_name(shale_db *db, const char **name, size_t *nlen)
         *name = "";
     *nlen = strlen(*name);
     return *nlen > SHALE_MAX_TREE_NAME ? SHALE_EINVAL : SHALE_OK;
+}
+
+struct shale_tree *tree_lookup(shale_db *db, const char *name)
+{
+    pthread_mutex_lock(&db->tree_mu);
+    struct shale_tree *t = tree_find(db, name);
+    pthread_mutex_unlock(&db->tree_mu);
+    return t;
 }
 
 int shale_open_tree(shale_db *db, const char *name, shale_tree **treep)

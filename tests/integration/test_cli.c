@@ -428,6 +428,43 @@ Test(cli, compact_writes_a_copy_and_refuses_an_existing_one)
     tu_rmrf(out);
 }
 
+Test(cli, export_then_import_copies_every_tree_and_refuses_overlaps)
+{
+    char other[700], dump[700];
+    snprintf(other, sizeof other, "%s-imported", dbpath);
+    snprintf(dump, sizeof dump, "%s.dump", dbpath);
+    expect_ok(run("put", dbpath, "a", "1", NULL), "");
+    expect_ok(run("put", "--tree", "t", dbpath, "b", "2", NULL), "");
+    cli_result r = run("export", dbpath, dump, NULL);
+    expect(&r, 0, NULL);
+    cr_expect_not_null(strstr(r.out, "exported to"), "%s", r.out);
+    result_free(&r);
+    expect_fail(run("export", dbpath, dump, NULL), 1, "exists");
+    r = run("import", other, dump, NULL);
+    expect(&r, 0, NULL);
+    result_free(&r);
+    expect_ok(run("scan", other, NULL), "a\t1\n");
+    expect_ok(run("scan", "--tree", "t", other, NULL), "b\t2\n");
+    /* again: every key exists; refused, the key named, nothing changed */
+    expect_ok(run("put", other, "a", "changed", NULL), "");
+    expect_fail(run("import", other, dump, NULL), 1, "key already in tree '': a");
+    expect_ok(run("get", other, "a", NULL), "changed\n");
+    r = run("import", "--overwrite", other, dump, NULL);
+    expect(&r, 0, NULL);
+    result_free(&r);
+    expect_ok(run("get", other, "a", NULL), "1\n");
+    /* a damaged dump */
+    FILE *f = fopen(dump, "r+b");
+    cr_assert_not_null(f);
+    fseek(f, 14, SEEK_SET);
+    fputc('#', f);
+    fclose(f);
+    expect_fail(run("import", other, dump, NULL), 1, "corrupt");
+    expect_fail(run("import", other, NULL), 2, "");
+    tu_rmrf(other);
+    remove(dump);
+}
+
 Test(cli, stat_prints_every_statistic)
 {
     static const char *const names[] = {
