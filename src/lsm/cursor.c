@@ -128,14 +128,15 @@ int cur_open(ver_version *v, uint64_t snap, bool include_mem, size_t segs_from, 
     c->v = v;
     c->hide = hide_tombstones;
     if (include_mem) {
-        mt_table **mts = malloc((1 + v->nimm) * sizeof *mts);
+        mt_table *stack[4], **mts = v->nimm < 4 ? stack : malloc((1 + v->nimm) * sizeof *mts);
         if (!mts)
             ERR_SET(SHALE_ENOMEM);
         mts[0] = v->mem.mt;
         for (size_t i = 0; i < v->nimm; i++)
             mts[1 + i] = v->imm[i].mt;
         rc = db_mem_ranges(mts, 1 + v->nimm, NULL, snap, &c->mem_ranges);
-        free(mts);
+        if (mts != stack)
+            free(mts);
         ERR(rc);
     }
     c->ranges = v->gy != NULL || c->mem_ranges != NULL;

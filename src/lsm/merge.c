@@ -149,12 +149,18 @@ static bool deeper_may_hold(const merge_keep *k, const void *key, size_t klen)
     return false;
 }
 
+/* trees_live -- no dropped tree's keys can lie in (lo, hi]. */
+static bool trees_live(shale_db *db, const void *lo, size_t lolen, const void *hi, size_t hilen)
+{
+    uint32_t a = lo && lolen >= IKEY_PREFIX ? get_be32(lo) : 0;
+    uint32_t b = hilen >= IKEY_PREFIX ? get_be32(hi) : 0;
+    return !db_dead_tree_between(db, a, b);
+}
+
 static bool merge_span_live(void *ctx, const void *lo, size_t lolen, const void *hi, size_t hilen)
 {
     merge_keep *k = ctx;
-    uint32_t a = lo && lolen >= IKEY_PREFIX ? get_be32(lo) : 0;
-    uint32_t b = hilen >= IKEY_PREFIX ? get_be32(hi) : 0;
-    return !db_dead_tree_between(k->lc.db, a, b);
+    return trees_live(k->lc.db, lo, lolen, hi, hilen);
 }
 
 static bool merge_keep_fn(void *ctx, const void *key, size_t klen, uint8_t kind)
@@ -330,11 +336,7 @@ static bool window_span_live(void *ctx, const void *lo, size_t lolen, const void
     /* (lo, hi] meets the window (j->lo, j->hi] */
     bool meets = (!j->has_lo || key_cmp(hi, hilen, j->lo, j->lolen) > 0) &&
                  (!j->has_hi || !lo || key_cmp(lo, lolen, j->hi, j->hilen) < 0);
-    if (meets)
-        return false;
-    uint32_t a = lo && lolen >= IKEY_PREFIX ? get_be32(lo) : 0;
-    uint32_t b = hilen >= IKEY_PREFIX ? get_be32(hi) : 0;
-    return !db_dead_tree_between(w->lc.db, a, b);
+    return !meets && trees_live(w->lc.db, lo, lolen, hi, hilen);
 }
 
 /* A unit a window is made of: a subtree of the source level. */

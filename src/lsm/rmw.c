@@ -82,16 +82,16 @@ static int key_of(shale_tree *t, const void *key, size_t klen, uint8_t **ik)
     return SHALE_OK;
 }
 
-/* report -- r's current value (or absence: data NULL) into out. */
-static int report(const rmw_ctx *r, shale_buf *out)
+/* report -- a value (or its absence: data NULL) into out (may be NULL). */
+static int report(bool found, const void *val, size_t len, shale_buf *out)
 {
     if (!out)
         return SHALE_OK;
-    if (!r->found) {
+    if (!found) {
         shale_buf_free(out);
         return SHALE_OK;
     }
-    return buf_set(out, r->cur.data, r->cur.len);
+    return buf_set(out, val, len);
 }
 
 int shale_cas(shale_tree *t, const void *key, size_t klen, const void *expected, size_t elen,
@@ -110,7 +110,7 @@ int shale_cas(shale_tree *t, const void *key, size_t klen, const void *expected,
                  .vlen = dlen};
     rc = db_write_built(t->db, &b, cas_build, &r);
     if (rc == SHALE_EMISMATCH) {
-        int rr = report(&r, actual);
+        int rr = report(r.found, r.cur.data, r.cur.len, actual);
         rc = rr < 0 ? rr : SHALE_EMISMATCH;
     } else if (rc >= 0) {
         rc = SHALE_OK;
@@ -206,12 +206,10 @@ int shale_update(shale_tree *t, const void *key, size_t klen, shale_update_fn fn
     }
     atomic_fetch_add_explicit(&t->db->st_user_bytes, klen + r.vlen, memory_order_relaxed);
     if (mode == SHALE_UPDATE_RETURN_OLD) {
-        rmw_ctx o = {.found = old_found, .cur = old};
-        ERR(report(&o, out));
+        ERR(report(old_found, old.data, old.len, out));
         rc = old_found ? SHALE_OK : SHALE_NOTFOUND;
     } else {
-        rmw_ctx n = {.found = r.put, .cur = {(void *)r.val, r.vlen, r.vlen}};
-        ERR(report(&n, out));
+        ERR(report(r.put, r.val, r.vlen, out));
         rc = r.put ? SHALE_OK : SHALE_NOTFOUND;
     }
 err:
