@@ -53,6 +53,9 @@ extern "C" {
 #define SHALE_EEXIST (-11)    /* the object already exists */
 #define SHALE_ENOENT (-12)    /* the database (or tree) does not exist */
 #define SHALE_EFORMAT (-13)   /* file from an incompatible format version or settings */
+#define SHALE_ENOMERGEOP (-14) /* a key holds merge operands and its tree has no
+                                  merge operator registered */
+#define SHALE_EOVERFLOW (-15)  /* a watcher's queue was full: events were dropped */
 
 /* Limits. */
 #define SHALE_MAX_KEY_SIZE (32u * 1024u)                  /* 32 KiB */
@@ -176,7 +179,9 @@ int shale_clear_tree(shale_tree *t);
 /* shale_get -- copy the value of key into *val.
  * Returns SHALE_OK, or SHALE_NOTFOUND (val->len set to 0).
  * Errors: SHALE_EINVAL (NULL tree or val, NULL key with klen > 0),
- * SHALE_ETOOBIG (klen over the limit), SHALE_ECORRUPT, SHALE_EIO, SHALE_ENOMEM. */
+ * SHALE_ETOOBIG (klen over the limit), SHALE_ENOMERGEOP (the key holds merge
+ * operands and t has no operator), the operator's own error, SHALE_ECORRUPT,
+ * SHALE_EIO, SHALE_ENOMEM. */
 int shale_get(shale_tree *t, const void *key, size_t klen, shale_buf *val);
 
 /* shale_insert -- set key to val.  With old == NULL the write is blind and
@@ -237,6 +242,136 @@ typedef int (*shale_update_fn)(void *ctx, const void *old, size_t oldlen, const 
 int shale_update(shale_tree *t, const void *key, size_t klen, shale_update_fn fn, void *ctx,
                  int mode, shale_buf *out);
 
+/* Merge operators: blind read-modify-write.  shale_merge records an operand
+ * for a key without reading it; reads (gets, iterators, snapshots, CAS and
+ * update) apply the key's operands, oldest first, to its value with the
+ * tree's operator, and merges in the background fold them into a plain value
+ * once they meet the value (or its absence) they apply to.
+ *
+ * shale_merge_fn -- the operator: from the current value (old NULL: the key
+ * is absent) and one operand, put the new value in *out (shale_buf_set) and
+ * return SHALE_OK, or return SHALE_NOTFOUND to delete the key, or a negative
+ * error.  It must be a pure function of its arguments: it is called from any
+ * thread (background merges included), any number of times, possibly long
+ * after the operand was written, and is never given the database.  An error
+ * it returns is handed to the reader; background merges keep the operands
+ * instead. */
+typedef int (*shale_merge_fn)(void *ctx, const void *key, size_t klen, const void *old,
+                              size_t oldlen, const void *operand, size_t oplen, shale_buf *out);
+
+/* shale_buf_set -- copy len bytes of data into buf (growing it).
+ * Errors: SHALE_EINVAL (NULL buf, NULL data with a length), SHALE_ENOMEM. */
+int shale_buf_set(shale_buf *buf, const void *data, size_t len);
+
+/* shale_set_merge_operator -- register fn (with ctx) as t's operator, or
+ * remove it (fn NULL).  The operator is not stored in the database: register
+ * it after every open, before reading keys that hold operands.  Changing it
+ * while other threads read or merge is safe; each fold uses one operator.
+ * Reading a key that holds operands while t has none fails with
+ * SHALE_ENOMERGEOP (the operands are kept; nothing is lost).
+ * Errors: SHALE_EINVAL (NULL t, a dropped tree), SHALE_ENOMEM. */
+int shale_set_merge_operator(shale_tree *t, shale_merge_fn fn, void *ctx);
+
+/* shale_merge -- record operand (oplen bytes) for key, without reading it.
+ * Errors: as shale_insert (with the operand as the value). */
+int shale_merge(shale_tree *t, const void *key, size_t klen, const void *operand, size_t oplen);
+
+/* Transactions: serializable, over any array of trees of one db, run
+ * concurrently (optimistically: nothing is locked while fn runs).
+ *
+ * shale_transaction runs fn(txn, ctx).  Reads inside (shale_txn_get,
+ * shale_txn_scan) see the trees as of the transaction's start plus its own
+ * writes; writes (shale_txn_insert, _remove, _merge) are buffered.  When fn
+ * returns 0 the transaction commits: if nothing it read (keys, and the ranges
+ * it scanned, so a key that appeared in a scanned range counts) was written
+ * by others since it started, its writes are applied as one atomic batch;
+ * otherwise fn runs again from the start on a fresh view, up to
+ * SHALE_TXN_RETRIES runs, then SHALE_ECONFLICT.  fn must therefore have no
+ * effects outside the transaction that a re-run would repeat.
+ *
+ * A non-zero return from fn aborts with nothing written and is returned
+ * unchanged (any code of yours; a payload can go through ctx).  Errors from the txn calls are
+ * returned to fn; fn decides (returning them aborts).  A txn handle is valid
+ * only inside fn, on fn's thread.  Returns SHALE_OK when committed.
+ * Errors: SHALE_EINVAL (NULL db or fn, a NULL tree, trees of another db),
+ * SHALE_ECONFLICT, fn's own code, and as shale_batch_apply. */
+typedef struct shale_txn shale_txn;
+typedef int (*shale_txn_fn)(shale_txn *txn, void *ctx);
+#define SHALE_TXN_RETRIES 100
+
+int shale_transaction(shale_db *db, shale_tree *const *trees, size_t ntrees, shale_txn_fn fn,
+                      void *ctx);
+
+/* Reads and writes inside a transaction; t must be one of its trees
+ * (SHALE_EINVAL otherwise).  shale_txn_get returns SHALE_OK or
+ * SHALE_NOTFOUND as shale_get.  Errors: SHALE_EINVAL, SHALE_ETOOBIG,
+ * SHALE_ENOMERGEOP, SHALE_ECORRUPT, SHALE_EIO, SHALE_ENOMEM. */
+int shale_txn_get(shale_txn *txn, shale_tree *t, const void *key, size_t klen, shale_buf *val);
+int shale_txn_insert(shale_txn *txn, shale_tree *t, const void *key, size_t klen, const void *val,
+                     size_t vlen);
+int shale_txn_remove(shale_txn *txn, shale_tree *t, const void *key, size_t klen);
+int shale_txn_merge(shale_txn *txn, shale_tree *t, const void *key, size_t klen,
+                    const void *operand, size_t oplen);
+
+/* shale_txn_scan -- fn(ctx, key, value) on every key of t in [lo, hi) (a
+ * NULL bound is open) in the transaction's view, ascending (or descending
+ * with reverse).  A non-zero return from fn stops the scan and is returned;
+ * only the part of the range scanned so far counts as read.  Returns
+ * SHALE_OK at the end of the range.  Errors: as shale_txn_get. */
+typedef int (*shale_scan_fn)(void *ctx, const void *key, size_t klen, const void *val,
+                             size_t vlen);
+int shale_txn_scan(shale_txn *txn, shale_tree *t, const void *lo, size_t lolen, const void *hi,
+                   size_t hilen, bool reverse, shale_scan_fn fn, void *ctx);
+
+/* Watching: a subscriber receives every write committed under a prefix of
+ * one tree after it subscribed, in commit order.  Each event carries the
+ * sequence number of its batch (a batch's events are consecutive and share
+ * it; later batches have larger ones).  Events are queued per subscriber
+ * and copied by the writer; a writer never waits for a subscriber.  When
+ * the queue is full, later events are dropped until the subscriber has read
+ * the queue empty, and then it gets SHALE_EOVERFLOW (with the count and the
+ * first lost sequence number) before any later event: a loss is never
+ * silent.  Writes recovered from the log at open are not reported. */
+typedef struct shale_watcher shale_watcher;
+
+#define SHALE_WATCH_INSERT 0       /* key set to val */
+#define SHALE_WATCH_REMOVE 1       /* key removed (val NULL) */
+#define SHALE_WATCH_MERGE 2        /* merge operand val recorded for key */
+#define SHALE_WATCH_REMOVE_RANGE 3 /* keys in [key, val) removed; val NULL (vlen
+                                      0): to the tree's end.  Reported when the
+                                      range meets the prefix; it may reach
+                                      past it */
+
+typedef struct shale_event {
+    uint64_t seq;    /* the batch's sequence number */
+    int kind;        /* SHALE_WATCH_* */
+    const void *key; /* valid until the next shale_watch_next or close */
+    size_t klen;
+    const void *val;
+    size_t vlen;
+    uint64_t lost; /* SHALE_EOVERFLOW: the events dropped (seq: the first's batch) */
+} shale_event;
+
+/* shale_watch_prefix -- subscribe to t's keys starting with prefix (plen 0:
+ * every key).  capacity: events queued before overflow (0: 4096).
+ * Errors: SHALE_EINVAL (NULL t or wp, a dropped tree), SHALE_ETOOBIG (a
+ * prefix over the key limit), SHALE_ENOMEM. */
+int shale_watch_prefix(shale_tree *t, const void *prefix, size_t plen, size_t capacity,
+                       shale_watcher **wp);
+
+/* shale_watch_next -- the next event into *ev, waiting up to timeout_ms
+ * milliseconds for one (0: do not wait; negative: wait without limit).
+ * Returns SHALE_OK with an event, SHALE_NOTFOUND when none came in time,
+ * SHALE_EOVERFLOW as above (then the events after the loss follow), or
+ * SHALE_EINVAL. */
+int shale_watch_next(shale_watcher *w, shale_event *ev, int timeout_ms);
+
+/* shale_watch_close -- unsubscribe and free w; safe while other threads
+ * write.  A watcher belongs to one thread (do not close it while another
+ * waits in shale_watch_next).  Watchers still open when their db is closed
+ * are freed with it.  NULL is a no-op. */
+void shale_watch_close(shale_watcher *w);
+
 /* shale_iter_open -- an iterator over a consistent snapshot of tree t, taken
  * now; it is unpositioned until a first/last/seek call.  The snapshot keeps
  * the data it sees alive until shale_iter_close.
@@ -252,6 +387,7 @@ int shale_iter_set_bounds(shale_iter *it, const void *lo, size_t lolen, const vo
 /* Moves.  Each returns SHALE_OK when positioned on an entry, SHALE_NOTFOUND when
  * it ran off either end (or the iterator is unpositioned, for next/prev), or an
  * error (SHALE_EINVAL, SHALE_ETOOBIG for a seek key over the limit,
+ * SHALE_ENOMERGEOP and the operator's errors as for shale_get,
  * SHALE_ECORRUPT, SHALE_EIO, SHALE_ENOMEM) after which the iterator is
  * unpositioned. */
 int shale_iter_first(shale_iter *it);                                 /* smallest key */
@@ -306,6 +442,12 @@ int shale_batch_new(shale_batch **bp);
 int shale_batch_insert(shale_batch *b, shale_tree *t, const void *key, size_t klen,
                        const void *val, size_t vlen);
 int shale_batch_remove(shale_batch *b, shale_tree *t, const void *key, size_t klen);
+
+/* shale_batch_merge -- add a merge operand (see shale_merge).  Errors: as
+ * shale_batch_insert. */
+int shale_batch_merge(shale_batch *b, shale_tree *t, const void *key, size_t klen,
+                      const void *operand, size_t oplen);
+
 /* shale_batch_remove_range -- append shale_remove_range(t, lo, lolen, hi,
  * hilen); it applies after the batch's earlier writes and before its later
  * ones.  Errors: as shale_batch_insert, SHALE_EINVAL for hi not above lo. */
@@ -385,6 +527,10 @@ typedef struct shale_stats {
                                   merges have applied them to every older segment */
     uint64_t level_blocks[SHALE_STATS_LEVELS]; /* as level_bytes: the blocks (runs
                                   of adjacent pages) their blocklists hold */
+    uint64_t txn_commits;   /* since open: transactions that committed writes */
+    uint64_t txn_reruns;    /* ... runs of a transaction's function whose commit
+                               found a conflict */
+    uint64_t txn_conflicts; /* ... transactions that gave up (SHALE_ECONFLICT) */
 } shale_stats;
 
 /* The result of shale_verify. */
@@ -416,7 +562,8 @@ typedef void (*shale_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 /* shale_compact -- write the database at src (which must not be open) into
  * a new database at dst: every live key of every tree in one freshly written
  * segment, with the same page size, level factor and compression, and no
- * free blocks.  src is opened read-only and left as it was; progress (may be
+ * free blocks.  Merge operands are copied as they are (no operator is
+ * needed).  src is opened read-only and left as it was; progress (may be
  * NULL) is called every 65536 entries and at the end.
  * Errors: SHALE_EINVAL (NULL paths), SHALE_EEXIST (dst already holds a
  * database; it is left alone), SHALE_ENOENT (no database at src),
@@ -434,8 +581,10 @@ int shale_generate_id(shale_db *db, uint64_t *id);
 /* shale_checksum -- a 64-bit checksum of the contents of every tree (names,
  * keys and values, in order; introspect.c has the exact definition) at one
  * instant: databases holding the same trees and keys agree, however their
- * files were written.  Reads everything.
- * Errors: SHALE_EINVAL, SHALE_ECORRUPT, SHALE_EIO, SHALE_ENOMEM. */
+ * files were written.  Reads everything (merge operands folded: a tree with
+ * operands needs its operator).
+ * Errors: SHALE_EINVAL, SHALE_ENOMERGEOP, SHALE_ECORRUPT, SHALE_EIO,
+ * SHALE_ENOMEM. */
 int shale_checksum(shale_db *db, uint64_t *sum);
 
 /* shale_size_on_disk -- bytes of the database's files (page file and logs)
@@ -450,9 +599,11 @@ bool shale_was_recovered(shale_db *db);
 /* shale_export -- write every tree of db (names, keys, values) into a new
  * file at path, as of one instant: the documented, versioned, checksummed
  * format of src/lsm/dump.c.  progress (may be NULL) gets entries done and an
- * estimate of all.  A failed export leaves no file.
+ * estimate of all.  Values are exported folded: a tree holding merge
+ * operands needs its operator registered.  A failed export leaves no file.
  * Errors: SHALE_EINVAL, SHALE_EEXIST (path exists), SHALE_ENOENT (no such
- * directory), SHALE_EIO, SHALE_ENOSPC, SHALE_ECORRUPT, SHALE_ENOMEM. */
+ * directory), SHALE_ENOMERGEOP, SHALE_EIO, SHALE_ENOSPC, SHALE_ECORRUPT,
+ * SHALE_ENOMEM. */
 int shale_export(shale_db *db, const char *path, shale_progress_fn progress, void *ctx);
 
 #define SHALE_IMPORT_OVERWRITE 1 /* keys that exist already get the dump's values */

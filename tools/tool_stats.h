@@ -70,6 +70,9 @@ static const ts_row ts_rows[] = {
     {"partial merges", offsetof(shale_stats, merge_windows), TS_COUNT},
     {"write slowdowns", offsetof(shale_stats, write_slowdowns), TS_COUNT},
     {"longest stall (us)", offsetof(shale_stats, stall_max_micros), TS_COUNT},
+    {"transactions committed", offsetof(shale_stats, txn_commits), TS_COUNT},
+    {"transaction conflicts", offsetof(shale_stats, txn_reruns), TS_COUNT},
+    {"transactions given up", offsetof(shale_stats, txn_conflicts), TS_COUNT},
 };
 
 /* The width of the label column: room for the longest label and its colon. */

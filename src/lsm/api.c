@@ -44,6 +44,8 @@ const char *shale_strerror(int rc)
     case SHALE_EEXIST: return "already exists";
     case SHALE_ENOENT: return "no such database or tree";
     case SHALE_EFORMAT: return "unsupported file format or settings";
+    case SHALE_ENOMERGEOP: return "key holds merge operands and its tree has no merge operator";
+    case SHALE_EOVERFLOW: return "watcher queue overflowed: events were dropped";
     default: return "unknown error";
     }
 }
@@ -55,6 +57,13 @@ void shale_buf_free(shale_buf *buf)
     free(buf->data);
     buf->data = NULL;
     buf->len = buf->cap = 0;
+}
+
+int shale_buf_set(shale_buf *buf, const void *data, size_t len)
+{
+    if (!buf || (!data && len))
+        return SHALE_EINVAL;
+    return buf_set(buf, data, len);
 }
 
 int shale_open(const char *path, const shale_options *opts, shale_db **dbp)
@@ -97,6 +106,17 @@ int shale_batch_remove(shale_batch *b, shale_tree *t, const void *key, size_t kl
 {
     RET(batch_check(b, t, key, klen));
     return batch_add(b, NODE_KIND_TOMBSTONE, t->id, key, klen, NULL, 0);
+}
+
+int shale_batch_merge(shale_batch *b, shale_tree *t, const void *key, size_t klen,
+                      const void *operand, size_t oplen)
+{
+    RET(batch_check(b, t, key, klen));
+    if (!operand && oplen)
+        return SHALE_EINVAL;
+    if (oplen > SHALE_MAX_VALUE_SIZE)
+        return SHALE_ETOOBIG;
+    return batch_add(b, NODE_KIND_MERGE, t->id, key, klen, operand, oplen);
 }
 
 int shale_batch_remove_range(shale_batch *b, shale_tree *t, const void *lo, size_t lolen,
@@ -204,6 +224,9 @@ int shale_stats_get(shale_db *db, shale_stats *st)
     st->merge_parents_written = atomic_load(&db->st_merge_parents);
     st->merge_micros = atomic_load(&db->st_merge_us);
     st->merge_windows = atomic_load(&db->st_merge_windows);
+    st->txn_commits = atomic_load(&db->st_txn_commits);
+    st->txn_reruns = atomic_load(&db->st_txn_reruns);
+    st->txn_conflicts = atomic_load(&db->st_txn_conflicts);
     st->write_slowdowns = atomic_load(&db->st_slowdowns);
     st->stall_max_micros = atomic_load(&db->st_stall_max_us);
     st->compression = db->opts.compression;

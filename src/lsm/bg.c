@@ -24,6 +24,7 @@
 #include "../space/common.h"
 #include "cursor.h"
 #include "db.h"
+#include "mergeop.h"
 #include "meta.h"
 
 int db_bg_error(shale_db *db)
@@ -50,7 +51,31 @@ typedef struct mem_src {
     bool started;
     live_cache lc;
     gy_set *ranges; /* the memtable's range tombstones (NULL: none) */
+    op_cache oc;
+    mo_stack st; /* a key's operands, settled into out */
+    shale_buf out;
 } mem_src;
+
+/* mem_operands -- the operands of the iterator's key in this memtable, down
+ * to the first value, tombstone or range tombstone below them, settled into
+ * s->out (mo_settle). */
+static int mem_operands(mem_src *s, const void *key, size_t klen, uint8_t *kind)
+{
+    mt_iter it = s->it;
+    mo_reset(&s->st);
+    do {
+        size_t n;
+        const void *p = mt_iter_value(&it, &n);
+        uint8_t k = mt_iter_kind(&it);
+        if (gy_covered(s->ranges, key, klen, mt_iter_seq(&it)))
+            mo_push_absent(&s->st);
+        else if (k == NODE_KIND_MERGE)
+            RET(mo_push_operand(&s->st, p, n));
+        else
+            RET(mo_push_kind(&s->st, k, p, n));
+    } while (!mo_done(&s->st) && mt_iter_older(&it));
+    return mo_settle(&s->st, db_merge_op(&s->oc, key, klen), key, klen, &s->out, kind);
+}
 
 static int mem_next(void *ctx, uint8_t *kind, const void **key, size_t *klen, const void **val,
                     size_t *vlen)
@@ -73,6 +98,12 @@ static int mem_next(void *ctx, uint8_t *kind, const void **key, size_t *klen, co
         if (gy_covered(s->ranges, *key, *klen, mt_iter_seq(&s->it)))
             continue;
         *kind = mt_iter_kind(&s->it);
+        if (*kind == NODE_KIND_MERGE) {
+            RET(mem_operands(s, *key, *klen, kind));
+            *val = s->out.data ? s->out.data : "";
+            *vlen = s->out.len;
+            return SHALE_OK;
+        }
         *val = mt_iter_value(&s->it, vlen);
         return SHALE_OK;
     }
@@ -90,7 +121,7 @@ void db_next_ids(shale_db *db, uint64_t *id, uint64_t *gen)
 /* write_mem -- build a young segment from memtable m (*segp NULL if empty). */
 static int write_mem(shale_db *db, const ver_mem *m, seg_segment **segp)
 {
-    mem_src s = {.lc = {.db = db}};
+    mem_src s = {.lc = {.db = db}, .oc = {.db = db}};
     seg_source src = {mem_next, &s};
     uint64_t id, gen;
     RET(db_mem_ranges((mt_table *const *)&m->mt, 1, NULL, UINT64_MAX, &s.ranges));
@@ -98,6 +129,8 @@ static int write_mem(shale_db *db, const ver_mem *m, seg_segment **segp)
     db_next_ids(db, &id, &gen);
     int rc = seg_build(&db->store, id, gen, 0, &src, segp);
     gy_unref(s.ranges);
+    mo_free(&s.st);
+    shale_buf_free(&s.out);
     if (rc == SHALE_NOTFOUND) {
         *segp = NULL;
         rc = SHALE_OK;
@@ -141,6 +174,8 @@ static int install_written(shale_db *db, mt_table *mt, uint64_t last_seq, seg_se
         db_set_current(db, v);
         if (last_seq > db->ckpt_seq)
             db->ckpt_seq = last_seq;
+        if (last_seq > atomic_load(&db->written_seq))
+            atomic_store(&db->written_seq, last_seq);
         pthread_cond_broadcast(&db->room_cv);
         pthread_cond_broadcast(&db->bg_cv);
     }

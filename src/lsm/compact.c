@@ -111,7 +111,8 @@ int shale_compact(const char *src, const char *dst, shale_progress_fn progress, 
     for (size_t i = 0; i < v->nimm; i++)
         s.total += mt_count(v->imm[i].mt);
     s.lc.db = from;
-    ERR(cur_open(v, snap, true, 0, v->nsegs, true, &s.c));
+    /* no operators here: operands are copied as they are */
+    ERR(cur_open(v, snap, true, 0, v->nsegs, CUR_HIDE | CUR_KEEP_STACKS, &s.c));
     seg_source source = {cp_next, &s};
     db_next_ids(to, &id, &gen);
     rc = seg_build(&to->store, id, gen, 1, &source, &seg);

@@ -12,6 +12,7 @@
 
 #include "../space/common.h"
 #include "db.h"
+#include "mergeop.h"
 
 enum { CH_MEM, CH_SEG };
 
@@ -28,6 +29,8 @@ struct cur_cursor {
     cur_child *ch;
     size_t n;
     bool hide;
+    bool keep_stacks; /* CUR_KEEP_STACKS */
+    bool complete;    /* every memtable and segment: nothing lies below */
     int dir; /* +1 forward, -1 backward, 0 unpositioned */
     int win; /* index of the child holding the current entry */
     int *tie; /* the children on the current key (win among them), from pick */
@@ -40,6 +43,12 @@ struct cur_cursor {
     gy_set *mem_ranges; /* the memtables' range tombstones visible at the
                            snapshot (include_mem; NULL: none) */
     bool ranges;        /* some range tombstone may apply */
+    /* a winner holding merge operands is resolved into these */
+    bool resolved;
+    uint8_t rkind;
+    shale_buf rval;
+    mo_stack st;
+    op_cache oc; /* oc.db NULL: no operators (cur_use_operators) */
 };
 
 /* ch_key -- the child's current key. */
@@ -114,7 +123,7 @@ static int ch_cmp(const cur_child *h, const void *k, size_t kl)
 }
 
 int cur_open(ver_version *v, uint64_t snap, bool include_mem, size_t segs_from, size_t segs_n,
-             bool hide_tombstones, cur_cursor **cp)
+             int flags, cur_cursor **cp)
 {
     int rc = SHALE_OK;
     cur_cursor *c = calloc(1, sizeof *c);
@@ -126,7 +135,9 @@ int cur_open(ver_version *v, uint64_t snap, bool include_mem, size_t segs_from, 
         ERR_SET(SHALE_ENOMEM);
     ver_ref(v);
     c->v = v;
-    c->hide = hide_tombstones;
+    c->hide = (flags & CUR_HIDE) != 0;
+    c->keep_stacks = (flags & CUR_KEEP_STACKS) != 0;
+    c->complete = include_mem && segs_from == 0 && segs_n >= v->nsegs;
     if (include_mem) {
         mt_table *stack[4], **mts = v->nimm < 4 ? stack : malloc((1 + v->nimm) * sizeof *mts);
         if (!mts)
@@ -171,6 +182,8 @@ void cur_close(cur_cursor *c)
     free(c->ch);
     free(c->tie);
     gy_unref(c->mem_ranges);
+    shale_buf_free(&c->rval);
+    mo_free(&c->st);
     ver_unref(c->v);
     free(c->cur);
     free(c->lo);
@@ -271,6 +284,72 @@ static int skip_key(cur_cursor *c, int dir)
     return SHALE_OK;
 }
 
+void cur_use_operators(cur_cursor *c, shale_db *db) { c->oc = (op_cache){.db = db}; }
+
+/* covered_at -- whether a range tombstone deletes a version of cur whose
+ * sequence (or segment seq) is after. */
+static bool covered_at(const cur_cursor *c, uint64_t after)
+{
+    return c->ranges && (gy_covered(c->v->gy, c->cur, c->curlen, after) ||
+                         gy_covered(c->mem_ranges, c->cur, c->curlen, after));
+}
+
+/* gather -- child h's versions of cur onto the stack, newest first, until a
+ * base is found. */
+static int gather(cur_cursor *c, cur_child *h)
+{
+    mo_stack *st = &c->st;
+    if (h->type == CH_MEM) {
+        mt_iter it = h->mt; /* its own versions; the child stays where it is */
+        do {
+            size_t n;
+            const void *p = mt_iter_value(&it, &n);
+            uint8_t kind = mt_iter_kind(&it);
+            if (covered_at(c, mt_iter_seq(&it)))
+                mo_push_absent(st);
+            else if (kind == NODE_KIND_MERGE)
+                RET(mo_push_operand(st, p, n));
+            else
+                RET(mo_push_kind(st, kind, p, n));
+        } while (!mo_done(st) && mt_iter_older(&it));
+        return SHALE_OK;
+    }
+    if (covered_at(c, h->seg_seq)) {
+        mo_push_absent(st);
+        return SHALE_OK;
+    }
+    const void *p;
+    size_t n;
+    RET(seg_cursor_value(h->sc, &p, &n));
+    return mo_push_kind(st, seg_cursor_kind(h->sc), p, n);
+}
+
+/* resolve -- the winner (cur) holds merge operands: gather them and what
+ * they apply to from the children on cur, oldest last, then fold them (the
+ * users' view) or write them as one stack (a merge's view, which folds
+ * later).  c->rkind is NODE_KIND_TOMBSTONE when the fold deleted the key. */
+static int resolve(cur_cursor *c)
+{
+    mo_reset(&c->st);
+    c->resolved = true;
+    for (size_t i = 0; i < c->ntie && !mo_done(&c->st); i++)
+        RET(gather(c, &c->ch[c->tie[i]]));
+    if (!mo_done(&c->st) && c->complete)
+        mo_push_absent(&c->st);
+    if (c->hide) {
+        const mo_op *op = c->oc.db ? db_merge_op(&c->oc, c->cur, c->curlen) : NULL;
+        int rc = mo_fold(&c->st, op, c->cur, c->curlen, &c->rval);
+        if (rc == SHALE_OK || rc == SHALE_NOTFOUND) {
+            c->rkind = rc == SHALE_OK ? NODE_KIND_VALUE : NODE_KIND_TOMBSTONE;
+            return SHALE_OK;
+        }
+        if (rc != SHALE_ENOMERGEOP || !c->keep_stacks)
+            return rc;
+    }
+    c->rkind = NODE_KIND_MERGE;
+    return mo_encode(&c->st, &c->rval);
+}
+
 /* covered -- whether a range tombstone deletes the winner's entry (cur):
  * the graveyard's, and with memtables in the cursor theirs (as of the
  * snapshot, gathered at open); over segments only (a merge), the graveyard's
@@ -301,10 +380,14 @@ static int settle(cur_cursor *c, int dir)
         if (dir < 0 && c->has_lo && key_cmp(k, kl, c->lo, c->lolen) < 0)
             break;
         RET(set_cur(c, w));
-        if (!(c->hide && ch_kind(&c->ch[w]) == NODE_KIND_TOMBSTONE) &&
-            !(c->ranges && covered(c))) {
-            c->dir = dir;
-            return SHALE_OK;
+        c->resolved = false;
+        if (!(c->ranges && covered(c))) {
+            if (ch_kind(&c->ch[w]) == NODE_KIND_MERGE)
+                RET(resolve(c));
+            if (!(c->hide && cur_kind(c) == NODE_KIND_TOMBSTONE)) {
+                c->dir = dir;
+                return SHALE_OK;
+            }
         }
         RET(skip_ties(c, dir));
     }
@@ -426,17 +509,27 @@ const void *cur_key(const cur_cursor *c, size_t *klen)
     return c->cur;
 }
 
-uint8_t cur_kind(const cur_cursor *c) { return ch_kind(&c->ch[c->win]); }
+uint8_t cur_kind(const cur_cursor *c)
+{
+    return c->resolved ? c->rkind : ch_kind(&c->ch[c->win]);
+}
 
 bool cur_value_run(const cur_cursor *c, uint64_t *pgno, uint64_t *vlen)
 {
     const cur_child *h = &c->ch[c->win];
+    if (c->resolved)
+        return false;
     return h->type == CH_SEG && seg_cursor_value_run(h->sc, pgno, vlen);
 }
 
 int cur_value(cur_cursor *c, const void **val, size_t *vlen)
 {
     cur_child *h = &c->ch[c->win];
+    if (c->resolved) {
+        *val = c->rval.data ? c->rval.data : "";
+        *vlen = c->rval.len;
+        return SHALE_OK;
+    }
     if (h->type == CH_MEM) {
         *val = mt_iter_value(&h->mt, vlen);
         return SHALE_OK;

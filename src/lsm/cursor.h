@@ -24,11 +24,23 @@
 
 typedef struct cur_cursor cur_cursor;
 
+/* Flags.  CUR_HIDE: the users' view -- tombstones hidden, merge operands
+ * folded with their tree's operator (cur_use_operators; a key whose tree has
+ * none fails with SHALE_ENOMERGEOP).  CUR_KEEP_STACKS, with CUR_HIDE: such
+ * a key comes out as a NODE_KIND_MERGE stack over nothing (mergeop.h)
+ * instead.  Without CUR_HIDE (a merge's view) a key's operands and what they
+ * apply to among the cursor's children come out as one stack. */
+#define CUR_HIDE 1
+#define CUR_KEEP_STACKS 2
+
 /* cur_open -- a cursor over version v (a reference is taken) at snapshot snap.
  * include_mem false leaves out the memtables (a merge of segments only);
  * segs_from/segs_n choose which segments (all: 0, v->nsegs). */
 int cur_open(ver_version *v, uint64_t snap, bool include_mem, size_t segs_from, size_t segs_n,
-             bool hide_tombstones, cur_cursor **cp);
+             int flags, cur_cursor **cp);
+/* cur_use_operators -- fold with db's merge operators (CUR_HIDE). */
+struct shale_db;
+void cur_use_operators(cur_cursor *c, struct shale_db *db);
 void cur_close(cur_cursor *c); /* NULL ok */
 /* cur_set_bounds -- [lo, hi) over internal keys; copied; unpositions. */
 int cur_set_bounds(cur_cursor *c, const void *lo, size_t lolen, const void *hi, size_t hilen);

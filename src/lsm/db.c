@@ -254,6 +254,7 @@ err:
 /* db_free -- release everything the db holds (no I/O beyond closing). */
 static void db_free(shale_db *db)
 {
+    db_watch_free_all(db);
     tree_free_all(db);
     for (size_t i = 0; i <= SEG_MAX_LEVEL; i++)
         free(db->promote_at[i].key);
@@ -281,6 +282,7 @@ static void db_free(shale_db *db)
     pthread_mutex_destroy(&db->list_mu);
     pthread_mutex_destroy(&db->sync_mu);
     pthread_mutex_destroy(&db->id_mu);
+    pthread_mutex_destroy(&db->watch_mu);
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->room_cv);
     pthread_cond_destroy(&db->sync_cv);
@@ -307,6 +309,7 @@ static shale_db *db_alloc(const char *path, const shale_options *opts, sp_env *e
     pthread_mutex_init(&db->list_mu, NULL);
     pthread_mutex_init(&db->sync_mu, NULL);
     pthread_mutex_init(&db->id_mu, NULL);
+    pthread_mutex_init(&db->watch_mu, NULL);
     pthread_cond_init(&db->bg_cv, NULL);
     pthread_cond_init(&db->room_cv, NULL);
     pthread_cond_init(&db->sync_cv, NULL);

@@ -47,6 +47,8 @@ struct shale_tree {
     shale_db *db;
     uint32_t id;
     atomic_bool dropped;
+    _Atomic(struct mo_op *) merge_op; /* NULL: none; earlier ones hang off it */
+    struct mo_op *merge_ops; /* every operator set, freed with the handle */
     char *name;
     struct shale_tree *next;
 };
@@ -94,6 +96,8 @@ struct shale_db {
     uint64_t next_seg_id;
     uint64_t next_gen;
     uint64_t ckpt_seq;   /* last sequence number held by segments */
+    _Atomic uint64_t written_seq; /* the newest write of any memtable no longer in
+                                     the current version (set under ver_mu) */
     _Atomic uint64_t ckpt_log_no; /* logs below it are covered by the header */
 
     pthread_mutex_t tree_mu; /* serialises creating and dropping trees */
@@ -120,6 +124,11 @@ struct shale_db {
     atomic_uint_fast64_t st_slowdowns, st_stall_max_us;
     atomic_uint_fast64_t st_leaves_rewritten, st_leaves_recycled, st_merge_pages,
         st_merge_keys, st_merge_parents, st_merge_us, st_merge_windows;
+    atomic_uint_fast64_t st_txn_commits, st_txn_reruns, st_txn_conflicts;
+    /* watch.c: subscribers (list under watch_mu, taken inside write_mu) */
+    pthread_mutex_t watch_mu;
+    struct shale_watcher *watchers;
+    atomic_uint nwatchers;
     /* merge.c (the merger's own): the last key of each level's last rotating
      * window, where the next one starts (NULL: from the start) */
     struct {
@@ -179,9 +188,11 @@ int tree_load_catalog(shale_db *db);
 struct shale_tree *tree_lookup(shale_db *db, const char *name);
 /* tree_scan -- fn on every live entry of tree id at (v, snap), in key order
  * (keys without the tree prefix); an error from fn stops the scan and is
- * returned (tree.c).  Tree TREE_ID_CATALOG is the catalog. */
+ * returned (tree.c).  Tree TREE_ID_CATALOG is the catalog.  Merge operands
+ * are folded with db's operators (db NULL: none). */
 typedef int (*tree_entry_fn)(void *ctx, const uint8_t *k, size_t kl, const void *v, size_t vl);
-int tree_scan(ver_version *v, uint64_t snap, uint32_t id, tree_entry_fn fn, void *ctx);
+int tree_scan(shale_db *db, ver_version *v, uint64_t snap, uint32_t id, tree_entry_fn fn,
+              void *ctx);
 /* tree_names -- the named trees at (v, snap) in name order (the default
  * tree is not among them); free with tree_names_free. */
 typedef struct tree_name {
@@ -203,6 +214,15 @@ typedef struct live_cache {
     bool valid, live;
 } live_cache;
 bool db_key_live(live_cache *lc, const uint8_t *ikey, size_t iklen);
+/* The merge operator of a key's tree, the last tree's handle cached (tree.c).
+ * The operator is read anew on every call (it may change any time). */
+typedef struct op_cache {
+    shale_db *db;
+    uint32_t id;
+    struct shale_tree *t; /* NULL: no handle for id */
+    bool valid;
+} op_cache;
+const struct mo_op *db_merge_op(op_cache *oc, const uint8_t *ikey, size_t iklen);
 bool db_dead_tree_between(shale_db *db, uint32_t a, uint32_t b);
 void db_next_ids(shale_db *db, uint64_t *id, uint64_t *gen);
 /* merge.c: db_merge_due (ver_mu held) -- whether a merge is due;
@@ -217,6 +237,11 @@ uint64_t db_level_cap(const shale_db *db, uint32_t level); /* bytes level n may 
 bool db_window_densest(const uint64_t *entries, const uint64_t *tombstones, size_t n, size_t k,
                        size_t *start);
 int tree_check_key(shale_tree *t, const void *key, size_t klen);
+/* watch.c: db_watch_publish -- a batch committed at seq to the subscribers
+ * (write_mu held); db_watch_free_all -- free the watchers left at close. */
+void db_watch_publish(shale_db *db, uint64_t seq, const void *payload, size_t len);
+void db_watch_free_all(shale_db *db);
 int buf_set(shale_buf *b, const void *p, size_t n);
+int buf_reserve(shale_buf *b, size_t n); /* room for n bytes (len unchanged) */
 
 #endif

@@ -36,6 +36,7 @@
 /* ---- writing ---------------------------------------------------------------- */
 
 typedef struct dump_out {
+    shale_db *db;
     FILE *f;
     XXH3_state_t *h;
     uint64_t entries, trees, total;
@@ -87,7 +88,7 @@ static int export_tree(dump_out *o, ver_version *v, uint64_t snap, uint32_t id, 
     RET(put_varint(o, nlen));
     RET(put_bytes(o, name, nlen));
     o->trees++;
-    return tree_scan(v, snap, id, export_entry, o);
+    return tree_scan(o->db, v, snap, id, export_entry, o);
 }
 
 int shale_export(shale_db *db, const char *path, shale_progress_fn progress, void *ctx)
@@ -96,7 +97,7 @@ int shale_export(shale_db *db, const char *path, shale_progress_fn progress, voi
     uint64_t snap;
     tree_name *trees = NULL;
     size_t ntrees = 0;
-    dump_out o = {.progress = progress, .ctx = ctx};
+    dump_out o = {.db = db, .progress = progress, .ctx = ctx};
     if (!db || !path)
         return SHALE_EINVAL;
     ver_version *v = db_pin(db, &snap);

@@ -43,13 +43,13 @@ static int hash_entry(void *ctx, const uint8_t *k, size_t kl, const void *val, s
 }
 
 /* hash_tree -- tree id's name and contents at (v, snap). */
-static int hash_tree(XXH3_state_t *st, ver_version *v, uint64_t snap, uint32_t id,
+static int hash_tree(shale_db *db, XXH3_state_t *st, ver_version *v, uint64_t snap, uint32_t id,
                      const char *name, size_t nlen)
 {
     hash_ctx h = {st, 0};
     hash_u64(st, nlen);
     XXH3_64bits_update(st, name, nlen);
-    RET(tree_scan(v, snap, id, hash_entry, &h));
+    RET(tree_scan(db, v, snap, id, hash_entry, &h));
     hash_u64(st, h.n);
     return SHALE_OK;
 }
@@ -66,10 +66,10 @@ int shale_checksum(shale_db *db, uint64_t *sum)
     ver_version *v = db_pin(db, &snap);
     if (!(st = XXH3_createState()) || XXH3_64bits_reset(st) != XXH_OK)
         ERR_SET(SHALE_ENOMEM);
-    ERR(hash_tree(st, v, snap, TREE_ID_DEFAULT, "", 0));
+    ERR(hash_tree(db, st, v, snap, TREE_ID_DEFAULT, "", 0));
     ERR(tree_names(v, snap, &trees, &n));
     for (size_t i = 0; i < n; i++)
-        ERR(hash_tree(st, v, snap, trees[i].id, trees[i].name, trees[i].nlen));
+        ERR(hash_tree(db, st, v, snap, trees[i].id, trees[i].name, trees[i].nlen));
     *sum = XXH3_64bits_digest(st);
 err:
     tree_names_free(trees, n);

@@ -68,9 +68,11 @@ static int iter_open(shale_tree *t, ver_version *v, uint64_t snap, shale_iter **
     if (!it)
         return SHALE_ENOMEM;
     it->t = t;
-    rc = cur_open(v, snap, true, 0, v->nsegs, true, &it->c);
-    if (rc == SHALE_OK)
+    rc = cur_open(v, snap, true, 0, v->nsegs, CUR_HIDE, &it->c);
+    if (rc == SHALE_OK) {
+        cur_use_operators(it->c, t->db);
         rc = shale_iter_set_bounds(it, NULL, 0, NULL, 0);
+    }
     if (rc < 0) {
         shale_iter_close(it);
         return rc;

@@ -107,6 +107,11 @@ int shale_remove(shale_tree *t, const void *key, size_t klen, shale_buf *old)
     return write_one(t, NODE_KIND_TOMBSTONE, key, klen, NULL, 0, old);
 }
 
+int shale_merge(shale_tree *t, const void *key, size_t klen, const void *operand, size_t oplen)
+{
+    return write_one(t, NODE_KIND_MERGE, key, klen, operand, oplen, NULL);
+}
+
 int shale_remove_range(shale_tree *t, const void *lo, size_t lolen, const void *hi, size_t hilen)
 {
     shale_batch b = {0};

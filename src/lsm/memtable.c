@@ -524,6 +524,23 @@ void mt_iter_prev(mt_iter *it)
         iter_back(it, node_key(cur), cur->klen);
 }
 
+bool mt_iter_at(mt_iter *it, const void *key, size_t klen)
+{
+    mt_node *n = find_ge(it->mt, key, klen, it->snap, NULL);
+    it->node = (n && node_cmp_key(n, key, klen) == 0) ? n : NULL;
+    return it->node != NULL;
+}
+
+bool mt_iter_older(mt_iter *it)
+{
+    const mt_node *cur = it->node;
+    mt_node *n = cur ? node_next(cur, 0) : NULL;
+    if (!n || node_cmp_key(n, node_key(cur), cur->klen) != 0)
+        return false;
+    it->node = n; /* older than a visible version: visible too */
+    return true;
+}
+
 /* mt_iter_key -- the current key. */
 const void *mt_iter_key(const mt_iter *it, size_t *klen)
 {

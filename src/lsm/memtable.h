@@ -92,6 +92,12 @@ void mt_iter_seek_ge(mt_iter *it, const void *key, size_t klen); /* first key >=
 void mt_iter_seek_le(mt_iter *it, const void *key, size_t klen); /* last key <= key */
 void mt_iter_next(mt_iter *it); /* to the next larger key */
 void mt_iter_prev(mt_iter *it); /* to the next smaller key */
+/* mt_iter_at -- on the newest visible version of exactly key (false and
+ * unpositioned when there is none). */
+bool mt_iter_at(mt_iter *it, const void *key, size_t klen);
+/* mt_iter_older -- to the next older version of the current key (false, not
+ * moved, when there is none).  next/prev still move by key from there. */
+bool mt_iter_older(mt_iter *it);
 const void *mt_iter_key(const mt_iter *it, size_t *klen);
 uint8_t mt_iter_kind(const mt_iter *it);
 const void *mt_iter_value(const mt_iter *it, size_t *vlen);

@@ -59,7 +59,9 @@
 #include "cursor.h"
 #include "db.h"
 #include "filter.h"
+#include "mergeop.h"
 #include "recycle.h"
+#include "../pagewriter/pagewriter.h"
 
 /* A merge: v->segs[from, from + n) into one segment of level out_level; or,
  * with window set, the keys of segs[from] in (lo, hi] into segs[from + 1]
@@ -135,7 +137,18 @@ typedef struct merge_keep {
     size_t deeper; /* v->segs[deeper ..] lie below the merge */
     live_cache lc;
     uint64_t dropped_tombstones;
+    /* merge_resolve's */
+    op_cache oc;
+    mo_stack st;
+    shale_buf dval, out;
 } merge_keep;
+
+static void merge_keep_free(merge_keep *k)
+{
+    mo_free(&k->st);
+    shale_buf_free(&k->dval);
+    shale_buf_free(&k->out);
+}
 
 /* deeper_may_hold -- whether a segment below the merge may hold key. */
 static bool deeper_may_hold(const merge_keep *k, const void *key, size_t klen)
@@ -175,6 +188,33 @@ static bool merge_keep_fn(void *ctx, const void *key, size_t klen, uint8_t kind)
     return true;
 }
 
+/* merge_resolve -- rc_filter.resolve: a stream entry's operands over the
+ * destination's entry, or over nothing when neither it nor a segment below
+ * may hold the key; folded when the tree has an operator (mo_settle). */
+static int merge_resolve(void *ctx, const rc_entry *s, const rc_entry *d, rc_entry *out)
+{
+    merge_keep *k = ctx;
+    mo_reset(&k->st);
+    RET(mo_push_stack(&k->st, s->val, s->vlen));
+    if (!mo_done(&k->st) && d) {
+        const void *p = d->val;
+        if (d->val_run && d->kind != NODE_KIND_TOMBSTONE) {
+            if (d->vlen > SHALE_MAX_VALUE_SIZE)
+                return SHALE_ECORRUPT;
+            RET(buf_reserve(&k->dval, d->vlen));
+            RET(pw_run_read_into(k->lc.db->sp, d->val_run, SP_PT_OVERFLOW, k->dval.data, d->vlen));
+            p = k->dval.data;
+        }
+        RET(mo_push_kind(&k->st, d->kind, p, d->vlen));
+    } else if (!mo_done(&k->st) && !deeper_may_hold(k, s->key, s->klen)) {
+        mo_push_absent(&k->st);
+    }
+    uint8_t kind;
+    RET(mo_settle(&k->st, db_merge_op(&k->oc, s->key, s->klen), s->key, s->klen, &k->out, &kind));
+    *out = (rc_entry){kind, s->key, s->klen, k->out.data ? k->out.data : "", k->out.len, 0};
+    return SHALE_OK;
+}
+
 /* The stream: a merging cursor over the job's segments above the
  * destination, newest entry of each key, values in runs by reference. */
 typedef struct merge_stream {
@@ -188,7 +228,7 @@ static int stream_load(merge_stream *s, rc_entry *e)
     e->key = cur_key(s->c, &e->klen);
     e->kind = cur_kind(s->c);
     uint64_t pg, vl;
-    if (e->kind != NODE_KIND_TOMBSTONE && cur_value_run(s->c, &pg, &vl)) {
+    if (e->kind == NODE_KIND_VALUE && cur_value_run(s->c, &pg, &vl)) {
         e->val_run = pg;
         e->val = NULL;
         e->vlen = (size_t)vl;
@@ -291,18 +331,19 @@ static int merge_rebuild(shale_db *db, const merge_job *j, seg_segment **outs, s
     const seg_segment *last = j->v->segs[j->from + j->n - 1];
     const seg_segment *dest = last->level == j->out_level ? last : NULL;
     size_t nstream = j->n - (dest != NULL);
-    merge_keep keep = {.v = j->v, .deeper = j->from + j->n, .lc = {.db = db}};
+    merge_keep keep = {.v = j->v, .deeper = j->from + j->n, .lc = {.db = db}, .oc = {.db = db}};
     merge_stream ms = {0};
     rc_stream src = {merge_stream_next, merge_stream_skip, &ms, j->v->segs + j->from, nstream};
-    rc_filter keepf = {merge_keep_fn, merge_span_live, &keep, j->v->gy};
+    rc_filter keepf = {merge_keep_fn, merge_span_live, &keep, j->v->gy, merge_resolve};
     uint64_t seq = j->v->gy ? j->v->gy->max_seq : 0;
     for (size_t i = j->from; i < j->from + j->n; i++)
         seq = MAX(seq, j->v->segs[i]->seq);
 
-    ERR(cur_open(j->v, UINT64_MAX, false, j->from, nstream, false, &ms.c));
+    ERR(cur_open(j->v, UINT64_MAX, false, j->from, nstream, 0, &ms.c));
     ERR(rebuild(db, j->out_level, seq, dest, &src, true, &keepf, &outs[0], dead, NULL,
                 &fresh[0]));
 err:
+    merge_keep_free(&keep);
     cur_close(ms.c);
     return rc;
 }
@@ -527,12 +568,12 @@ static int merge_window(shale_db *db, const merge_job *j, seg_segment **outs, sp
 {
     int rc = SHALE_OK;
     const seg_segment *s = j->v->segs[j->from], *d = j->v->segs[j->from + 1];
-    merge_keep keep = {.v = j->v, .deeper = j->from + 2, .lc = {.db = db}};
+    merge_keep keep = {.v = j->v, .deeper = j->from + 2, .lc = {.db = db}, .oc = {.db = db}};
     window_keep wk = {.j = j, .lc = {.db = db}};
     merge_stream ms = {0};
     rc_stream src = {merge_stream_next, NULL, &ms, NULL, 0};
-    rc_filter keepf = {merge_keep_fn, merge_span_live, &keep, j->v->gy};
-    rc_filter cutf = {window_keep_fn, window_span_live, &wk, j->v->gy};
+    rc_filter keepf = {merge_keep_fn, merge_span_live, &keep, j->v->gy, merge_resolve};
+    rc_filter cutf = {window_keep_fn, window_span_live, &wk, j->v->gy, NULL};
     uint64_t gseq = j->v->gy ? j->v->gy->max_seq : 0;
     sp_blocklist moved = BL_INIT, cut_dead = BL_INIT;
     uint8_t *lo = NULL, *hi = NULL;
@@ -541,7 +582,7 @@ static int merge_window(shale_db *db, const merge_job *j, seg_segment **outs, sp
         ERR(bound_after(j->lo, j->lolen, &lo));
     if (j->has_hi)
         ERR(bound_after(j->hi, j->hilen, &hi));
-    ERR(cur_open(j->v, UINT64_MAX, false, j->from, 1, false, &ms.c));
+    ERR(cur_open(j->v, UINT64_MAX, false, j->from, 1, 0, &ms.c));
     ERR(cur_set_bounds(ms.c, lo, j->lolen + 1, hi, j->hilen + 1));
     ERR(rebuild(db, j->out_level, MAX(gseq, MAX(s->seq, d->seq)), d, &src, false, &keepf,
                 &outs[1], dead, &moved, &fresh[1]));
@@ -551,6 +592,7 @@ static int merge_window(shale_db *db, const merge_job *j, seg_segment **outs, sp
     ERR(bl_add_list(dead, &cut_dead));
     atomic_fetch_add(&db->st_merge_windows, 1);
 err:
+    merge_keep_free(&keep);
     cur_close(ms.c);
     free(lo);
     free(hi);

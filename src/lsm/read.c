@@ -8,6 +8,7 @@
 #include "../space/common.h"
 #include "db.h"
 #include "filter.h"
+#include "mergeop.h"
 
 /* db_pin -- a reference on the current version and the snapshot sequence to
  * read it at.  The sequence is read after pinning: every write a segment of
@@ -22,7 +23,7 @@ ver_version *db_pin(shale_db *db, uint64_t *snap)
     return v;
 }
 
-int buf_set(shale_buf *b, const void *p, size_t n)
+int buf_reserve(shale_buf *b, size_t n)
 {
     if (n > b->cap || !b->data) {
         size_t cap = n > 2 * b->cap ? n : 2 * b->cap;
@@ -32,6 +33,12 @@ int buf_set(shale_buf *b, const void *p, size_t n)
         b->data = nd;
         b->cap = cap ? cap : 1;
     }
+    return SHALE_OK;
+}
+
+int buf_set(shale_buf *b, const void *p, size_t n)
+{
+    RET(buf_reserve(b, n));
     if (n)
         memcpy(b->data, p, n);
     b->len = n;
@@ -83,43 +90,101 @@ bool db_covered(const ver_version *v, const void *key, size_t klen, uint64_t aft
     return gy_covered(v->gy, key, klen, after);
 }
 
-/* mem_lookup -- one memtable: SHALE_OK (value copied), SHALE_NOTFOUND
- * (tombstone, or deleted by a range), or 2 when the memtable does not know
- * the key. */
-static int mem_lookup(const ver_version *v, mt_table *mt, uint64_t h, uint64_t snap,
-                      const void *ikey, size_t iklen, shale_buf *val)
+/* A point read walks a key's versions newest first.  The first value or
+ * deletion decides, unless merge operands come first: then they are
+ * gathered until their base is found (or the data ends) and folded. */
+typedef struct get_walk {
+    const ver_version *v;
+    uint64_t snap;
+    const uint8_t *ikey;
+    size_t iklen;
+    shale_buf *val;
+    bool merging; /* st holds operands */
+    mo_stack st;
+} get_walk;
+
+enum { W_VALUE, W_ABSENT, W_MORE }; /* after an entry: the answer, or look further */
+
+/* visit -- one version (value p, n copied when it decides); covered: a range
+ * tombstone deletes it. */
+static int visit(get_walk *g, uint8_t kind, bool raw_operand, const void *p, size_t n,
+                 bool covered)
 {
-    uint8_t kind;
-    const void *p;
-    size_t vlen;
-    uint64_t seq;
-    if (!mt_may_contain(mt, h) || mt_get(mt, ikey, iklen, snap, &kind, &p, &vlen, &seq) != SHALE_OK)
-        return 2;
-    if (kind == NODE_KIND_TOMBSTONE || db_covered(v, ikey, iklen, seq, snap))
-        return SHALE_NOTFOUND;
-    return buf_set(val, p, vlen);
+    if (covered || kind == NODE_KIND_TOMBSTONE) {
+        if (!g->merging)
+            return W_ABSENT;
+        mo_push_absent(&g->st);
+        return W_VALUE;
+    }
+    if (kind == NODE_KIND_VALUE && !g->merging) {
+        RET(buf_set(g->val, p, n));
+        return W_VALUE;
+    }
+    g->merging = true;
+    if (kind == NODE_KIND_MERGE && raw_operand)
+        RET(mo_push_operand(&g->st, p, n));
+    else
+        RET(mo_push_kind(&g->st, kind, p, n));
+    return mo_done(&g->st) ? W_VALUE : W_MORE;
+}
+
+/* mem_walk -- one memtable's versions of the key: W_* or an error (W_MORE
+ * also when it holds none). */
+static int mem_walk(get_walk *g, mt_table *mt, uint64_t h)
+{
+    mt_iter it;
+    if (!mt_may_contain(mt, h))
+        return W_MORE;
+    mt_iter_init(&it, mt, g->snap);
+    if (!mt_iter_at(&it, g->ikey, g->iklen))
+        return W_MORE;
+    for (;;) {
+        size_t n;
+        const void *p = mt_iter_value(&it, &n);
+        bool cov = db_covered(g->v, g->ikey, g->iklen, mt_iter_seq(&it), g->snap);
+        int r = visit(g, mt_iter_kind(&it), true, p, n, cov);
+        if (r != W_MORE || !mt_iter_older(&it))
+            return r;
+    }
 }
 
 int db_get_ikey(shale_db *db, ver_version *v, uint64_t snap, const void *ikey, size_t iklen,
                 shale_buf *val)
 {
     uint64_t h = filter_hash(ikey, iklen); /* one hash for every filter below */
-    int rc = mem_lookup(v, v->mem.mt, h, snap, ikey, iklen, val);
-    for (size_t i = 0; rc == 2 && i < v->nimm; i++)
-        rc = mem_lookup(v, v->imm[i].mt, h, snap, ikey, iklen, val);
-    for (size_t i = 0; rc == 2 && i < v->nsegs; i++) {
+    get_walk g = {.v = v, .snap = snap, .ikey = ikey, .iklen = iklen, .val = val};
+    int rc = mem_walk(&g, v->mem.mt, h);
+    for (size_t i = 0; rc == W_MORE && i < v->nimm; i++)
+        rc = mem_walk(&g, v->imm[i].mt, h);
+    for (size_t i = 0; rc == W_MORE && i < v->nsegs; i++) {
         seg_segment *s = v->segs[i];
         uint8_t kind;
         int r = seg_get_hashed(s, ikey, iklen, h, &kind, val);
         if (r == SHALE_NOTFOUND)
             continue;
-        if (r == SHALE_OK && kind != NODE_KIND_TOMBSTONE && db_covered(v, ikey, iklen, s->seq, snap))
-            kind = NODE_KIND_TOMBSTONE;
-        rc = (r == SHALE_OK && kind == NODE_KIND_TOMBSTONE) ? SHALE_NOTFOUND : r;
+        if (r < 0) {
+            rc = r;
+            break;
+        }
+        bool cov = kind != NODE_KIND_TOMBSTONE && db_covered(v, ikey, iklen, s->seq, snap);
+        if (kind == NODE_KIND_VALUE && !cov && !g.merging)
+            rc = W_VALUE; /* already in val */
+        else
+            rc = visit(&g, kind, false, val->data, val->len, cov);
     }
-    if (rc == 2 || rc == SHALE_NOTFOUND) {
+    if (rc >= 0 && g.merging) {
+        if (!mo_done(&g.st))
+            mo_push_absent(&g.st);
+        op_cache oc = {.db = db};
+        rc = mo_fold(&g.st, db_merge_op(&oc, ikey, iklen), ikey, iklen, val);
+        rc = rc == SHALE_OK ? W_VALUE : rc == SHALE_NOTFOUND ? W_ABSENT : rc;
+    }
+    mo_free(&g.st);
+    if (rc < 0)
+        return rc;
+    if (rc != W_VALUE) {
         val->len = 0;
         return SHALE_NOTFOUND;
     }
-    return rc;
+    return SHALE_OK;
 }

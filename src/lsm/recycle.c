@@ -103,10 +103,17 @@ static int note_key(rb *b, const void *key, size_t klen)
 
 /* ---- writing entries -------------------------------------------------------- */
 
-/* emit_stream -- write the stream's current entry (if kept) and advance. */
-static int emit_stream(rb *b)
+/* emit_stream -- write the stream's current entry (if kept) and advance;
+ * merge operands are resolved first (dest: the destination's entry for the
+ * key, or NULL when it has none). */
+static int emit_stream_over(rb *b, const rc_entry *dest)
 {
     const rc_entry *e = &b->se;
+    rc_entry r;
+    if (e->kind == NODE_KIND_MERGE && b->flt->resolve) {
+        RET(b->flt->resolve(b->flt->ctx, e, dest, &r));
+        e = &r;
+    }
     if (b->flt->keep(b->flt->ctx, e->key, e->klen, e->kind)) {
         if (e->kind != NODE_KIND_TOMBSTONE && e->val_run) {
             uint64_t n = run_pages(b, e->vlen);
@@ -121,6 +128,8 @@ static int emit_stream(rb *b)
     }
     return s_advance(b);
 }
+
+static int emit_stream(rb *b) { return emit_stream_over(b, NULL); }
 
 /* emit_dest -- write a destination entry again (key in b->kb), if kept. */
 static int emit_dest(rb *b, const node_entry *en, size_t klen)
@@ -168,11 +177,15 @@ static int rb_leaf(rb *b, uint64_t pgno)
         while (b->s_valid && (cmp = key_cmp(b->se.key, b->se.klen, b->kb, klen)) < 0)
             ERR(emit_stream(b));
         if (b->s_valid && cmp == 0) { /* the stream's entry supersedes this one */
+            /* (merge operands apply to it: it is read before its pages go) */
+            rc_entry d = {en.kind, b->kb, klen, en.val, (size_t)en.vlen, en.val_ovf_pgno};
+            if (gy_covered(b->flt->gy, b->kb, klen, b->dest->seq))
+                d = (rc_entry){NODE_KIND_TOMBSTONE, b->kb, klen, NULL, 0, 0};
             if (en.val_ovf_pgno)
                 ERR(dead_add(b, en.val_ovf_pgno, run_pages(b, en.vlen)));
             if (en.key.ovf_pgno)
                 ERR(dead_add(b, en.key.ovf_pgno, run_pages(b, en.key.klen)));
-            ERR(emit_stream(b));
+            ERR(emit_stream_over(b, &d));
             continue;
         }
         ERR(emit_dest(b, &en, klen));

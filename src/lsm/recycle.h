@@ -80,6 +80,11 @@ typedef struct rc_filter {
      * of them deletes (seq above dest->seq) is dropped, a subtree one may
      * meet is rewritten, and a stream segment one may meet is not spliced */
     const gy_set *gy;
+    /* resolve (may be NULL) -- for a stream entry of kind NODE_KIND_MERGE,
+     * the entry to write instead, given the destination's entry for its key
+     * (d; a tombstone when a range tombstone deletes it; NULL when it has
+     * none): into *out, valid until the next call, value inline */
+    int (*resolve)(void *ctx, const rc_entry *s, const rc_entry *d, rc_entry *out);
 } rc_filter;
 
 typedef struct rc_figures {

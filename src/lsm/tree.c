@@ -21,6 +21,7 @@
 #include "../space/common.h"
 #include "cursor.h"
 #include "db.h"
+#include "mergeop.h"
 
 #define CAT_NAME 'n'
 static const char cat_next_key[] = "#next";
@@ -81,14 +82,17 @@ static int load_entry(shale_db *db, const uint8_t *k, size_t kl, const uint8_t *
     return tree_add(db, (const char *)k + 1, kl - 1, id, NULL);
 }
 
-int tree_scan(ver_version *v, uint64_t snap, uint32_t id, tree_entry_fn fn, void *ctx)
+int tree_scan(shale_db *db, ver_version *v, uint64_t snap, uint32_t id, tree_entry_fn fn,
+              void *ctx)
 {
     int rc = SHALE_OK;
     cur_cursor *c = NULL;
     uint8_t lo[IKEY_PREFIX], hi[IKEY_PREFIX];
     put_be32(lo, id);
     put_be32(hi, id + 1);
-    ERR(cur_open(v, snap, true, 0, v->nsegs, true, &c));
+    ERR(cur_open(v, snap, true, 0, v->nsegs, CUR_HIDE, &c));
+    if (db)
+        cur_use_operators(c, db);
     ERR(cur_set_bounds(c, lo, sizeof lo, hi, sizeof hi));
     for (rc = cur_first(c); rc == SHALE_OK; rc = cur_next(c)) {
         size_t kl, vl;
@@ -139,7 +143,7 @@ static int add_name(void *ctx, const uint8_t *k, size_t kl, const void *val, siz
 int tree_names(ver_version *v, uint64_t snap, tree_name **out, size_t *n)
 {
     name_list l = {0};
-    int rc = tree_scan(v, snap, TREE_ID_CATALOG, add_name, &l);
+    int rc = tree_scan(NULL, v, snap, TREE_ID_CATALOG, add_name, &l);
     if (rc < 0) {
         tree_names_free(l.v, l.n);
         return rc;
@@ -167,7 +171,7 @@ int tree_load_catalog(shale_db *db)
     ver_version *v = db_pin(db, &snap);
     int rc = tree_add(db, "", 0, TREE_ID_DEFAULT, NULL);
     if (rc == SHALE_OK)
-        rc = tree_scan(v, snap, TREE_ID_CATALOG, load_one, db);
+        rc = tree_scan(NULL, v, snap, TREE_ID_CATALOG, load_one, db);
     ver_unref(v);
     return rc;
 }
@@ -177,6 +181,10 @@ void tree_free_all(shale_db *db)
     struct shale_tree *t = db->trees, *n;
     for (; t; t = n) {
         n = t->next;
+        for (mo_op *o = t->merge_ops, *older; o; o = older) {
+            older = o->older;
+            free(o);
+        }
         free(t->name);
         free(t);
     }
@@ -211,6 +219,46 @@ bool db_dead_tree_between(shale_db *db, uint32_t a, uint32_t b)
         if (!tree_id_live(db, (uint32_t)id))
             return true;
     return false;
+}
+
+int shale_set_merge_operator(shale_tree *t, shale_merge_fn fn, void *ctx)
+{
+    if (!t || atomic_load(&t->dropped))
+        return SHALE_EINVAL;
+    mo_op *o = NULL;
+    if (fn) {
+        if (!(o = malloc(sizeof *o)))
+            return SHALE_ENOMEM;
+        *o = (mo_op){fn, ctx, NULL};
+    }
+    /* Readers may hold an earlier operator while folding: every one is kept
+     * until close. */
+    pthread_mutex_lock(&t->db->list_mu);
+    if (o) {
+        o->older = t->merge_ops;
+        t->merge_ops = o;
+    }
+    atomic_store_explicit(&t->merge_op, o, memory_order_release);
+    pthread_mutex_unlock(&t->db->list_mu);
+    return SHALE_OK;
+}
+
+const mo_op *db_merge_op(op_cache *oc, const uint8_t *ikey, size_t iklen)
+{
+    if (iklen < IKEY_PREFIX)
+        return NULL;
+    uint32_t id = get_be32(ikey);
+    if (!oc->valid || id != oc->id) {
+        oc->id = id;
+        oc->t = NULL;
+        oc->valid = true;
+        pthread_mutex_lock(&oc->db->list_mu);
+        for (struct shale_tree *t = oc->db->trees; t; t = t->next)
+            if (t->id == id && !atomic_load(&t->dropped))
+                oc->t = t;
+        pthread_mutex_unlock(&oc->db->list_mu);
+    }
+    return oc->t ? atomic_load_explicit(&oc->t->merge_op, memory_order_acquire) : NULL;
 }
 
 bool tree_id_live(shale_db *db, uint32_t id)

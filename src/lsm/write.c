@@ -230,6 +230,8 @@ static int write_locked(shale_db *db, shale_batch *b, db_log **log, uint64_t *en
     }
     atomic_store_explicit(&db->last_seq, s - 1, memory_order_release);
     atomic_fetch_add_explicit(&db->st_log_bytes, len + LG_HDR, memory_order_relaxed);
+    if (atomic_load_explicit(&db->nwatchers, memory_order_relaxed))
+        db_watch_publish(db, seq, payload, len);
     if (log) {
         *log = db->log;
         atomic_fetch_add(&db->log->refs, 1);

@@ -34,8 +34,10 @@ Test(ids, strictly_increase_across_restarts_and_kills, .init = setup, .fini = te
     uint64_t last = 0, id;
     bool any = false;
     opts(&o);
-    for (int round = 0; round < 12; round++) {
-        if (round % 3 == 0) { /* a clean session */
+    /* 60 sessions: 10 clean, 50 killed at varying points */
+    int kills = 0;
+    for (int round = 0; round < 60; round++) {
+        if (round % 6 == 0) { /* a clean session */
             cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
             for (int i = 0; i < 5000; i++) {
                 cr_assert_eq(shale_generate_id(db, &id), SHALE_OK);
@@ -65,7 +67,8 @@ Test(ids, strictly_increase_across_restarts_and_kills, .init = setup, .fini = te
         }
         close(fd[1]);
         uint64_t got, n = 0;
-        while (n < 3000 + (uint64_t)round * 1000 && read(fd[0], &got, sizeof got) == sizeof got) {
+        uint64_t want = 200 + (uint64_t)(round * 7919 % 13) * 600; /* 200 .. 7400 */
+        while (n < want && read(fd[0], &got, sizeof got) == sizeof got) {
             cr_assert(!any || got > last, "round %d: id %llu after %llu", round,
                       (unsigned long long)got, (unsigned long long)last);
             last = got;
@@ -82,7 +85,9 @@ Test(ids, strictly_increase_across_restarts_and_kills, .init = setup, .fini = te
         cr_assert_eq(waitpid(pid, &status, 0), pid);
         cr_assert(WIFSIGNALED(status), "round %d: the child stopped by itself (%d)", round,
                   status);
+        kills++;
     }
+    cr_assert_eq(kills, 50);
     cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
     cr_assert_eq(shale_generate_id(db, &id), SHALE_OK);
     cr_assert_gt(id, last, "after the last kill too");

@@ -6,7 +6,9 @@
  * seek / seek_prev followed by next/prev with direction changes, iterators
  * held open across writes, write-outs and merges (their snapshot must not
  * move), removing ranges of keys (alone and in batches) and clearing a tree,
- * compare-and-swap and update (both modes), snapshots of both trees,
+ * compare-and-swap and update (both modes), merge operands (a u64-add
+ * operator, alone and in batches), transactions over both trees (gets,
+ * scans, writes; committed or aborted), snapshots of both trees,
  * dropping and re-creating a tree, flushes and close + reopen.  Every result is compared
  * with the model, a sorted array per tree.  Keys include the empty key, keys that share long
  * prefixes (and are prefixes of each other), keys over 512 bytes and a few within a few bytes of
@@ -253,6 +255,55 @@ static const char *msg(const char *fmt, ...)
     return buf;
 }
 
+/* add_u64 -- the merge operator and its model: the first 8 bytes of the
+ * old value (zero-padded; absent: 0) plus the 8-byte operand; 0 deletes. */
+static bool add_u64(const void *old, size_t oldlen, const void *operand, uint8_t out[8])
+{
+    uint64_t a = 0, d;
+    if (old)
+        memcpy(&a, old, oldlen < 8 ? oldlen : 8);
+    memcpy(&d, operand, 8);
+    a += d;
+    memcpy(out, &a, 8);
+    return a != 0;
+}
+
+static int add_op(void *arg, const void *key, size_t klen, const void *old, size_t oldlen,
+                  const void *operand, size_t oplen, shale_buf *out)
+{
+    uint8_t v[8];
+    (void)arg, (void)key, (void)klen;
+    if (oplen != 8)
+        return SHALE_EINVAL;
+    if (!add_u64(old, oldlen, operand, v))
+        return SHALE_NOTFOUND;
+    return shale_buf_set(out, v, 8);
+}
+
+/* m_merge -- the model's side of a merge of operand d into k. */
+static void m_merge(mtree *m, const void *k, size_t kl, const uint8_t d[8])
+{
+    ment *e = m_find(m, k, kl);
+    uint8_t v[8];
+    if (add_u64(e ? e->v : NULL, e ? e->vl : 0, d, v))
+        m_put(m, k, kl, v, 8);
+    else
+        m_del(m, k, kl);
+}
+
+/* pick_operand -- an operand for key k: small, or (now and then) the one
+ * that brings the value to 0 and so deletes the key. */
+static void pick_operand(ctx *c, const mtree *m, const void *k, size_t kl, uint8_t d[8])
+{
+    uint64_t v = tu_rng_range(&c->rng, 1000) + 1, cur = 0;
+    ment *e = m_find((mtree *)m, k, kl);
+    if (e && tu_rng_range(&c->rng, 5) == 0) {
+        memcpy(&cur, e->v, e->vl < 8 ? e->vl : 8);
+        v = 0 - cur;
+    }
+    memcpy(d, &v, 8);
+}
+
 static void open_db(ctx *c)
 {
     int rc = shale_open(c->dir, &c->opts, &c->db);
@@ -260,6 +311,8 @@ static void open_db(ctx *c)
     for (int i = 0; i < NTREES; i++) {
         rc = shale_open_tree(c->db, i ? "second" : NULL, &c->t[i]);
         CHECK(rc == SHALE_OK, "open_tree: %s", shale_strerror(rc));
+        rc = shale_set_merge_operator(c->t[i], add_op, NULL);
+        CHECK(rc == SHALE_OK, "set_merge_operator: %s", shale_strerror(rc));
     }
 }
 
@@ -333,6 +386,16 @@ static size_t pick_key_or_entry(ctx *c, int t)
     return pick_key(c, c->kbuf);
 }
 
+static void op_merge(ctx *c, int t)
+{
+    size_t kl = pick_key_or_entry(c, t);
+    uint8_t d[8];
+    pick_operand(c, &c->m[t], c->kbuf, kl, d);
+    int rc = shale_merge(c->t[t], c->kbuf, kl, d, 8);
+    CHECK(rc == SHALE_OK, "merge: %s", shale_strerror(rc));
+    m_merge(&c->m[t], c->kbuf, kl, d);
+}
+
 static void op_get(ctx *c, int t)
 {
     size_t kl = pick_key_or_entry(c, t);
@@ -347,6 +410,7 @@ static void op_batch(ctx *c)
     typedef struct bop {
         int t;
         bool rm, range; /* range: remove [k, v) (v NULL: to the end) */
+        bool merge;     /* v is an operand */
         uint8_t *k, *v;
         size_t kl, vl;
     } bop;
@@ -365,6 +429,7 @@ static void op_batch(ctx *c)
             o->k = dup(c->kbuf, o->kl);
         }
         o->range = o->rm && tu_rng_range(&c->rng, 6) == 0;
+        o->merge = !o->rm && tu_rng_range(&c->rng, 4) == 0;
         int rc;
         if (o->range) { /* [k, a key some entries above it) */
             const mtree *m = &c->m[o->t];
@@ -372,6 +437,11 @@ static void op_batch(ctx *c)
             o->v = at < m->n ? dup(m->e[at].k, m->e[at].kl) : NULL;
             o->vl = at < m->n ? m->e[at].kl : 0;
             rc = shale_batch_remove_range(b, c->t[o->t], o->k, o->kl, o->v, o->vl);
+        } else if (o->merge) { /* the operand is chosen against the model as it is now */
+            o->vl = 8;
+            o->v = malloc(8);
+            pick_operand(c, &c->m[o->t], o->k, o->kl, o->v);
+            rc = shale_batch_merge(b, c->t[o->t], o->k, o->kl, o->v, 8);
         } else {
             o->vl = o->rm ? 0 : pick_value(c, c->vbuf);
             o->v = dup(c->vbuf, o->vl);
@@ -388,6 +458,8 @@ static void op_batch(ctx *c)
             m_del_range(&c->m[ops[i].t], ops[i].k, ops[i].kl, ops[i].v, ops[i].vl);
         else if (ops[i].rm)
             m_del(&c->m[ops[i].t], ops[i].k, ops[i].kl);
+        else if (ops[i].merge)
+            m_merge(&c->m[ops[i].t], ops[i].k, ops[i].kl, ops[i].v);
         else
             m_put(&c->m[ops[i].t], ops[i].k, ops[i].kl, ops[i].v, ops[i].vl);
         free(ops[i].k);
@@ -773,6 +845,147 @@ static void op_snapshot_all(ctx *c)
     shale_snapshot_close(s);
 }
 
+/* op_txn -- a transaction over both trees: gets, inserts, removes, merges
+ * and scans (both ways, random bounds), every read checked against a copy
+ * of the model carrying the transaction's own writes; it commits whole (the
+ * copy becomes the model) or aborts with the caller's code (nothing). */
+enum { TX_GET, TX_INS, TX_RM, TX_MERGE, TX_SCAN };
+typedef struct tx_op {
+    int type, t;
+    uint8_t *k, *v, *hi; /* v: value or operand; hi: scan bound (NULL: open) */
+    size_t kl, vl, hil;
+    bool reverse;
+} tx_op;
+
+typedef struct tx_ctx {
+    ctx *c;
+    tx_op ops[12];
+    int n;
+    bool abort;
+    mtree m[NTREES];
+    int runs;
+} tx_ctx;
+
+typedef struct tx_scan {
+    ctx *c;
+    const mtree *m;
+    size_t a, z, seen; /* expected entries [a, z) */
+    bool reverse;
+} tx_scan;
+
+static int tx_scan_fn(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    tx_scan *s = arg;
+    ctx *c = s->c;
+    CHECK(s->a + s->seen < s->z, "txn scan: more entries than the model's %zu", s->z - s->a);
+    const ment *e = &s->m->e[s->reverse ? s->z - 1 - s->seen : s->a + s->seen];
+    CHECK(kl == e->kl && (kl == 0 || memcmp(k, e->k, kl) == 0), "txn scan: key differs");
+    CHECK(vl == e->vl && (vl == 0 || memcmp(v, e->v, vl) == 0), "txn scan: value differs");
+    s->seen++;
+    return 0;
+}
+
+static int tx_run(shale_txn *x, void *arg)
+{
+    tx_ctx *tc = arg;
+    ctx *c = tc->c;
+    tc->runs++;
+    for (int t = 0; t < NTREES; t++) {
+        m_free(&tc->m[t]);
+        m_copy_range(&c->m[t], 0, c->m[t].n, &tc->m[t]);
+    }
+    for (int i = 0; i < tc->n; i++) {
+        tx_op *o = &tc->ops[i];
+        mtree *m = &tc->m[o->t];
+        shale_tree *t = c->t[o->t];
+        int rc;
+        switch (o->type) {
+        case TX_GET:
+            rc = shale_txn_get(x, t, o->k, o->kl, &c->buf);
+            check_value(c, "txn get", m_find(m, o->k, o->kl), rc, &c->buf);
+            break;
+        case TX_INS:
+            rc = shale_txn_insert(x, t, o->k, o->kl, o->v, o->vl);
+            CHECK(rc == SHALE_OK, "txn insert: %s", shale_strerror(rc));
+            m_put(m, o->k, o->kl, o->v, o->vl);
+            break;
+        case TX_RM:
+            rc = shale_txn_remove(x, t, o->k, o->kl);
+            CHECK(rc == SHALE_OK, "txn remove: %s", shale_strerror(rc));
+            m_del(m, o->k, o->kl);
+            break;
+        case TX_MERGE:
+            rc = shale_txn_merge(x, t, o->k, o->kl, o->v, 8);
+            CHECK(rc == SHALE_OK, "txn merge: %s", shale_strerror(rc));
+            m_merge(m, o->k, o->kl, o->v);
+            break;
+        default: {
+            tx_scan s = {c, m, lower(m, o->k, o->kl), o->hi ? lower(m, o->hi, o->hil) : m->n, 0,
+                         o->reverse};
+            if (s.z < s.a)
+                s.z = s.a;
+            rc = shale_txn_scan(x, t, o->k, o->kl, o->hi, o->hil, o->reverse, tx_scan_fn, &s);
+            CHECK(rc == SHALE_OK, "txn scan: %s", shale_strerror(rc));
+            CHECK(s.seen == s.z - s.a, "txn scan: %zu entries, model %zu", s.seen, s.z - s.a);
+        }
+        }
+    }
+    return tc->abort ? 4711 : 0;
+}
+
+static void op_txn(ctx *c)
+{
+    tx_ctx *tc = calloc(1, sizeof *tc);
+    cr_assert_not_null(tc);
+    tc->c = c;
+    tc->n = 1 + (int)tu_rng_range(&c->rng, 12);
+    tc->abort = tu_rng_range(&c->rng, 5) == 0;
+    for (int i = 0; i < tc->n; i++) {
+        tx_op *o = &tc->ops[i];
+        o->t = (int)tu_rng_range(&c->rng, NTREES);
+        o->type = (int)tu_rng_range(&c->rng, 5);
+        o->kl = pick_key_or_entry(c, o->t);
+        o->k = dup(c->kbuf, o->kl);
+        if (o->type == TX_INS) {
+            o->vl = pick_value(c, c->vbuf);
+            o->v = dup(c->vbuf, o->vl);
+        } else if (o->type == TX_MERGE) {
+            o->vl = 8;
+            o->v = malloc(8);
+            pick_operand(c, &c->m[o->t], o->k, o->kl, o->v);
+        } else if (o->type == TX_SCAN) {
+            o->reverse = tu_rng_range(&c->rng, 2);
+            if (tu_rng_range(&c->rng, 3)) {
+                const mtree *m = &c->m[o->t];
+                size_t at = lower(m, o->k, o->kl) + 1 + (size_t)tu_rng_range(&c->rng, 30);
+                if (at < m->n) {
+                    o->hil = m->e[at].kl;
+                    o->hi = dup(m->e[at].k, o->hil);
+                }
+            }
+        }
+    }
+    int rc = shale_transaction(c->db, c->t, NTREES, tx_run, tc);
+    if (tc->abort) {
+        CHECK(rc == 4711, "txn abort: got %d", rc);
+    } else {
+        CHECK(rc == SHALE_OK, "txn commit: %s", shale_strerror(rc));
+        for (int t = 0; t < NTREES; t++) {
+            m_free(&c->m[t]);
+            c->m[t] = tc->m[t];
+            memset(&tc->m[t], 0, sizeof tc->m[t]);
+        }
+    }
+    for (int t = 0; t < NTREES; t++)
+        m_free(&tc->m[t]);
+    for (int i = 0; i < tc->n; i++) {
+        free(tc->ops[i].k);
+        free(tc->ops[i].v);
+        free(tc->ops[i].hi);
+    }
+    free(tc);
+}
+
 /* op_drop -- drop the second tree; re-created empty, its old keys never return. */
 static void op_drop(ctx *c)
 {
@@ -781,6 +994,8 @@ static void op_drop(ctx *c)
     m_free(&c->m[1]);
     rc = shale_open_tree(c->db, "second", &c->t[1]);
     CHECK(rc == SHALE_OK, "open_tree after drop: %s", shale_strerror(rc));
+    rc = shale_set_merge_operator(c->t[1], add_op, NULL);
+    CHECK(rc == SHALE_OK, "set_merge_operator: %s", shale_strerror(rc));
 }
 
 static void op_reopen(ctx *c)
@@ -837,8 +1052,10 @@ static void run_model(int compression, uint64_t base_ops, uint64_t salt)
         int t = (int)tu_rng_range(&c->rng, NTREES);
         uint64_t r = tu_rng_range(&c->rng, 10000);
         int kind;
-        if (r < 2500)
+        if (r < 2000)
             kind = 0, op_insert(c, t, false);
+        else if (r < 2500)
+            kind = 17, op_merge(c, t);
         else if (r < 3200)
             kind = 1, op_insert(c, t, true);
         else if (r < 4000)
@@ -859,7 +1076,9 @@ static void run_model(int compression, uint64_t base_ops, uint64_t salt)
             kind = 15, op_update(c, t);
         else if (r < 9850)
             kind = 16, op_snapshot_all(c);
-        else if (r < 9900)
+        else if (r < 9870)
+            kind = 18, op_txn(c);
+        else if (r < 9910)
             kind = 13, op_remove_range(c, t);
         else if (r < 9965)
             kind = 8, op_snapshot(c);
@@ -892,7 +1111,7 @@ static void run_model(int compression, uint64_t base_ops, uint64_t salt)
         stderr,
         "model: done; keys %zu + %zu; ops: ins %llu ins_old %llu rm %llu rm_old %llu get %llu "
         "batch %llu scan %llu seek %llu snap %llu flush %llu reopen %llu drop %llu ranges %llu "
-        "cas %llu update %llu snapshots %llu; segments %llu, "
+        "cas %llu update %llu snapshots %llu merges %llu txns %llu; segments %llu, "
         "flushes %llu, merges %llu, leaves %llu (%llu compressed)\n",
         c->m[0].n, c->m[1].n, (unsigned long long)c->stats[0], (unsigned long long)c->stats[1],
         (unsigned long long)c->stats[2], (unsigned long long)c->stats[3],
@@ -902,6 +1121,7 @@ static void run_model(int compression, uint64_t base_ops, uint64_t salt)
         (unsigned long long)c->stats[11], (unsigned long long)c->stats[12],
         (unsigned long long)c->stats[13], (unsigned long long)c->stats[14],
         (unsigned long long)c->stats[15], (unsigned long long)c->stats[16],
+        (unsigned long long)c->stats[17], (unsigned long long)c->stats[18],
         (unsigned long long)st.segments, (unsigned long long)st.flushes,
         (unsigned long long)st.merges, (unsigned long long)st.leaves,
         (unsigned long long)st.compressed_leaves);

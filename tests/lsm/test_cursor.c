@@ -149,7 +149,7 @@ Test(cursor, forward_and_backward_scans_match_the_model)
         ver_version *v = build_version(seed);
         for (int hide = 0; hide <= 1; hide++) {
             cur_cursor *c;
-            cr_assert_eq(cur_open(v, UINT64_MAX, true, 0, v->nsegs, hide, &c), SHALE_OK);
+            cr_assert_eq(cur_open(v, UINT64_MAX, true, 0, v->nsegs, hide ? CUR_HIDE : 0, &c), SHALE_OK);
             int rc = cur_first(c);
             for (int i = 0; i < NKEYS; i++) {
                 if (model_at(i, hide) < 0)
@@ -189,7 +189,7 @@ Test(cursor, seeks_and_direction_changes_within_bounds)
     tu_rng r;
     tu_rng_seed(&r, 99);
     cur_cursor *c;
-    cr_assert_eq(cur_open(v, UINT64_MAX, true, 0, v->nsegs, true, &c), SHALE_OK);
+    cr_assert_eq(cur_open(v, UINT64_MAX, true, 0, v->nsegs, CUR_HIDE, &c), SHALE_OK);
     for (int round = 0; round < 300; round++) {
         int lo = (int)tu_rng_range(&r, NKEYS / 2), hi = lo + (int)tu_rng_range(&r, NKEYS / 2);
         char lk[16], hk[16];
@@ -225,7 +225,7 @@ Test(cursor, snapshot_hides_later_versions)
     ver_version *v = build_version(11);
     /* At snapshot 1 the memtables show only "old" versions. */
     cur_cursor *c;
-    cr_assert_eq(cur_open(v, 1, true, 0, 0, true, &c), SHALE_OK);
+    cr_assert_eq(cur_open(v, 1, true, 0, 0, CUR_HIDE, &c), SHALE_OK);
     int n = 0;
     for (int rc = cur_first(c); rc == SHALE_OK; rc = cur_next(c)) {
         const void *val;

@@ -31,7 +31,7 @@ static void value_of(int k, uint32_t ver, char *buf, size_t *len)
 static void check_pin(const pin *p)
 {
     cur_cursor *c;
-    cr_assert_eq(cur_open(p->v, p->snap, true, 0, p->v->nsegs, true, &c), SHALE_OK);
+    cr_assert_eq(cur_open(p->v, p->snap, true, 0, p->v->nsegs, CUR_HIDE, &c), SHALE_OK);
     int k = 0, rc;
     for (rc = cur_first(c); rc == SHALE_OK; rc = cur_next(c)) {
         size_t kl, vl, wl;
