@@ -189,7 +189,8 @@ int shale_get(shale_tree *t, const void *key, size_t klen, shale_buf *val);
  * previous value goes to *old and SHALE_NOTFOUND is returned when there was
  * none (the write still happens).
  * Errors: SHALE_EINVAL, SHALE_ETOOBIG, SHALE_EREADONLY, SHALE_EIO, SHALE_ENOSPC,
- * SHALE_ENOMEM, the sticky background error. */
+ * SHALE_ENOMEM, the sticky background error; with old, also the errors of
+ * reading it (SHALE_ENOMERGEOP ...: then nothing is written). */
 int shale_insert(shale_tree *t, const void *key, size_t klen, const void *val, size_t vlen,
                  shale_buf *old);
 
@@ -213,8 +214,8 @@ int shale_remove_range(shale_tree *t, const void *lo, size_t lolen, const void *
  * actual->data NULL and len 0 (its memory freed), an empty value with data
  * not NULL.
  * Errors: SHALE_EINVAL (NULL t, NULL value pointer with a length),
- * SHALE_ETOOBIG, SHALE_EREADONLY, SHALE_EIO, SHALE_ENOSPC, SHALE_ENOMEM, the
- * sticky background error. */
+ * SHALE_ETOOBIG, SHALE_ENOMERGEOP (as shale_get), SHALE_EREADONLY, SHALE_EIO,
+ * SHALE_ENOSPC, SHALE_ENOMEM, the sticky background error. */
 int shale_cas(shale_tree *t, const void *key, size_t klen, const void *expected, size_t elen,
               const void *desired, size_t dlen, shale_buf *actual);
 
@@ -267,12 +268,18 @@ int shale_buf_set(shale_buf *buf, const void *data, size_t len);
  * remove it (fn NULL).  The operator is not stored in the database: register
  * it after every open, before reading keys that hold operands.  Changing it
  * while other threads read or merge is safe; each fold uses one operator.
+ * ctx must stay valid until the db is closed (a background fold may still
+ * be using an operator that was replaced).
  * Reading a key that holds operands while t has none fails with
  * SHALE_ENOMERGEOP (the operands are kept; nothing is lost).
  * Errors: SHALE_EINVAL (NULL t, a dropped tree), SHALE_ENOMEM. */
 int shale_set_merge_operator(shale_tree *t, shale_merge_fn fn, void *ctx);
 
 /* shale_merge -- record operand (oplen bytes) for key, without reading it.
+ * Limit: a key's value and the operands not yet folded into it must stay
+ * under SHALE_MAX_VALUE_SIZE together; an operator that keeps failing (or
+ * none at all) lets them pile up, and a write-out that cannot store them
+ * fails (SHALE_ETOOBIG, sticky, nothing lost: the log keeps them).
  * Errors: as shale_insert (with the operand as the value). */
 int shale_merge(shale_tree *t, const void *key, size_t klen, const void *operand, size_t oplen);
 
@@ -287,7 +294,9 @@ int shale_merge(shale_tree *t, const void *key, size_t klen, const void *operand
  * by others since it started, its writes are applied as one atomic batch;
  * otherwise fn runs again from the start on a fresh view, up to
  * SHALE_TXN_RETRIES runs, then SHALE_ECONFLICT.  fn must therefore have no
- * effects outside the transaction that a re-run would repeat.
+ * effects outside the transaction that a re-run would repeat.  (Validation
+ * looks at the writes still in memory: a run that lasts while more than a
+ * memtable's worth of other writes goes by also counts as a conflict.)
  *
  * A non-zero return from fn aborts with nothing written and is returned
  * unchanged (any code of yours; a payload can go through ctx).  Errors from the txn calls are
@@ -331,7 +340,9 @@ int shale_txn_scan(shale_txn *txn, shale_tree *t, const void *lo, size_t lolen, 
  * the queue is full, later events are dropped until the subscriber has read
  * the queue empty, and then it gets SHALE_EOVERFLOW (with the count and the
  * first lost sequence number) before any later event: a loss is never
- * silent.  Writes recovered from the log at open are not reported. */
+ * silent.  Writes recovered from the log at open are not reported.  An
+ * event is published when its write is applied in memory: with sync_writes,
+ * before the fsync whose failure the writer would still be told. */
 typedef struct shale_watcher shale_watcher;
 
 #define SHALE_WATCH_INSERT 0       /* key set to val */
@@ -369,7 +380,8 @@ int shale_watch_next(shale_watcher *w, shale_event *ev, int timeout_ms);
 /* shale_watch_close -- unsubscribe and free w; safe while other threads
  * write.  A watcher belongs to one thread (do not close it while another
  * waits in shale_watch_next).  Watchers still open when their db is closed
- * are freed with it.  NULL is a no-op. */
+ * are freed with it (their handles are then invalid: close watchers first).
+ * NULL is a no-op. */
 void shale_watch_close(shale_watcher *w);
 
 /* shale_iter_open -- an iterator over a consistent snapshot of tree t, taken
@@ -415,7 +427,8 @@ void shale_iter_close(shale_iter *it);
 int shale_snapshot_open(shale_db *db, shale_snapshot **sp);
 
 /* shale_snapshot_get -- shale_get as of snapshot s.  Errors: SHALE_EINVAL
- * (NULL arguments, t of another db or dropped), SHALE_ETOOBIG, SHALE_ECORRUPT,
+ * (NULL arguments, t of another db or dropped), SHALE_ETOOBIG,
+ * SHALE_ENOMERGEOP and the operator's errors (as shale_get), SHALE_ECORRUPT,
  * SHALE_EIO, SHALE_ENOMEM. */
 int shale_snapshot_get(shale_snapshot *s, shale_tree *t, const void *key, size_t klen,
                        shale_buf *val);

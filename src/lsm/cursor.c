@@ -336,7 +336,7 @@ static int resolve(cur_cursor *c)
         RET(gather(c, &c->ch[c->tie[i]]));
     if (!mo_done(&c->st) && c->complete)
         mo_push_absent(&c->st);
-    if (c->hide) {
+    if (c->hide && mo_done(&c->st)) { /* (open only over part of the data) */
         const mo_op *op = c->oc.db ? db_merge_op(&c->oc, c->cur, c->curlen) : NULL;
         int rc = mo_fold(&c->st, op, c->cur, c->curlen, &c->rval);
         if (rc == SHALE_OK || rc == SHALE_NOTFOUND) {

@@ -140,7 +140,9 @@ int mo_fold(mo_stack *s, const mo_op *op, const uint8_t *ikey, size_t iklen, sha
         }
         if (rc != SHALE_OK)
             return rc < 0 ? rc : SHALE_EINVAL;
-        if (dst->len > SHALE_MAX_VALUE_SIZE || (!dst->data && dst->len))
+        if (!dst->data && dst->len)
+            return SHALE_EINVAL;
+        if (dst->len > SHALE_MAX_VALUE_SIZE)
             return SHALE_ETOOBIG;
         cur = dst->data ? dst->data : "";
         curlen = dst->len;

@@ -11,15 +11,19 @@
 #include "mergeop.h"
 
 /* db_pin -- a reference on the current version and the snapshot sequence to
- * read it at.  The sequence is read after pinning: every write a segment of
- * the pinned version holds was published before the version was installed. */
+ * read it at.  The sequence is read under ver_mu, with the version: every
+ * write a segment of the version holds was published before the version was
+ * installed, and a write to a memtable the version does not hold yet can
+ * only be published after that memtable's version is installed, which needs
+ * ver_mu.  (Read after unlocking, the sequence could cover such a write that
+ * the version cannot show.) */
 ver_version *db_pin(shale_db *db, uint64_t *snap)
 {
     pthread_mutex_lock(&db->ver_mu);
     ver_version *v = db->current;
     ver_ref(v);
-    pthread_mutex_unlock(&db->ver_mu);
     *snap = atomic_load_explicit(&db->last_seq, memory_order_acquire);
+    pthread_mutex_unlock(&db->ver_mu);
     return v;
 }
 
@@ -180,8 +184,10 @@ int db_get_ikey(shale_db *db, ver_version *v, uint64_t snap, const void *ikey, s
         rc = rc == SHALE_OK ? W_VALUE : rc == SHALE_NOTFOUND ? W_ABSENT : rc;
     }
     mo_free(&g.st);
-    if (rc < 0)
+    if (rc < 0) {
+        val->len = 0;
         return rc;
+    }
     if (rc != W_VALUE) {
         val->len = 0;
         return SHALE_NOTFOUND;

@@ -283,6 +283,23 @@ static void wit_start(mt_iter *it, bool reverse, const uint8_t *lo, size_t lolen
     }
 }
 
+/* wit_past -- the written keys' iterator on the first key after k in the
+ * scan's direction. */
+static void wit_past(mt_iter *it, bool reverse, const uint8_t *k, size_t kl)
+{
+    size_t wl;
+    if (reverse)
+        mt_iter_seek_le(it, k, kl);
+    else
+        mt_iter_seek_ge(it, k, kl);
+    if (mt_iter_valid(it) && key_cmp(mt_iter_key(it, &wl), wl, k, kl) == 0) {
+        if (reverse)
+            mt_iter_prev(it);
+        else
+            mt_iter_next(it);
+    }
+}
+
 int shale_txn_scan(shale_txn *x, shale_tree *t, const void *lo, size_t lolen, const void *hi,
                    size_t hilen, bool reverse, shale_scan_fn fn, void *ctx)
 {
@@ -327,6 +344,8 @@ int shale_txn_scan(shale_txn *x, shale_tree *t, const void *lo, size_t lolen, co
         if (!ck && !wk)
             break;
         int cmp = !wk ? -1 : !ck ? 1 : step * key_cmp(ck, ckl, wk, wkl);
+        cmp = (cmp > 0) - (cmp < 0);
+        bool wit_moved = false;
         const uint8_t *key = cmp <= 0 ? ck : wk;
         size_t klen = cmp <= 0 ? ckl : wkl;
         const void *val = NULL;
@@ -349,6 +368,7 @@ int shale_txn_scan(shale_txn *x, shale_tree *t, const void *lo, size_t lolen, co
             vlen = out.len;
         }
         if (vr == SHALE_OK) {
+            uint64_t wseq = x->wseq;
             int r = fn(ctx, key + IKEY_PREFIX, klen - IKEY_PREFIX, val, vlen);
             if (r != 0) { /* read up to and including key */
                 if (!(stop = reverse ? dup_bytes(key, klen) : key_after(key, klen)))
@@ -357,10 +377,16 @@ int shale_txn_scan(shale_txn *x, shale_tree *t, const void *lo, size_t lolen, co
                 rc = r;
                 break;
             }
+            if (x->wseq != wseq) { /* fn wrote: the written keys past key are
+                                      found again, as they are now */
+                mt_iter_init(&wit, x->w, UINT64_MAX);
+                wit_past(&wit, reverse, key, klen);
+                wit_moved = true;
+            }
         }
         if (cmp <= 0)
             crc = reverse ? cur_prev(c) : cur_next(c);
-        if (cmp >= 0) {
+        if (cmp >= 0 && !wit_moved) {
             if (reverse)
                 mt_iter_prev(&wit);
             else
@@ -373,9 +399,14 @@ int shale_txn_scan(shale_txn *x, shale_tree *t, const void *lo, size_t lolen, co
         int ar = reverse ? add_read(x, stop ? stop : ilo, stop ? stoplen : ilolen, ihi, ihilen, false)
                          : add_read(x, ilo, ilolen, stop ? stop : ihi, stop ? stoplen : ihilen, false);
         if (ar < 0)
-            rc = ar;
+            rc = x->broken = ar; /* what fn saw cannot be validated */
     }
+    goto out;
 err:
+    /* fn may have seen part of the range: all of it counts as read */
+    if (c && add_read(x, ilo, ilolen, ihi, ihilen, false) < 0)
+        x->broken = rc;
+out:
     cur_close(c);
     shale_buf_free(&out);
     free(ilo);
@@ -446,11 +477,11 @@ int shale_transaction(shale_db *db, shale_tree *const *trees, size_t ntrees, sha
     for (size_t i = 0; i < ntrees; i++)
         if (!trees[i] || trees[i]->db != db)
             return SHALE_EINVAL;
-    if (db->opts.read_only)
-        return SHALE_EREADONLY;
     shale_txn x = {.db = db, .trees = trees, .ntrees = ntrees, .oc = {.db = db}};
     int rc = SHALE_ECONFLICT;
+    bool lost = false; /* the last run's commit found a conflict */
     for (int run = 0; run < SHALE_TXN_RETRIES && rc == SHALE_ECONFLICT; run++) {
+        lost = false;
         if (run)
             sched_yield(); /* let the writer we lost to finish */
         txn_reset(&x);
@@ -472,9 +503,10 @@ int shale_transaction(shale_db *db, shale_tree *const *trees, size_t ntrees, sha
             atomic_fetch_add_explicit(&db->st_txn_commits, 1, memory_order_relaxed);
         } else if (rc == SHALE_ECONFLICT) {
             atomic_fetch_add_explicit(&db->st_txn_reruns, 1, memory_order_relaxed);
+            lost = true;
         }
     }
-    if (rc == SHALE_ECONFLICT)
+    if (lost)
         atomic_fetch_add_explicit(&db->st_txn_conflicts, 1, memory_order_relaxed);
     txn_free(&x);
     return rc;

@@ -366,3 +366,47 @@ Test(txn, all_or_nothing_under_sigkill, .timeout = 300)
     }
     tu_rmrf(dir);
 }
+
+/* ---- writes made while a scan runs ------------------------------------------ */
+
+typedef struct rewrite {
+    shale_txn *x;
+    shale_tree *t;
+    char seen[256];
+} rewrite;
+
+static int rewrite_fn(void *ctx, const void *k, size_t kl, const void *v, size_t vl)
+{
+    rewrite *r = ctx;
+    size_t n = strlen(r->seen);
+    snprintf(r->seen + n, sizeof r->seen - n, "%.*s=%.*s ", (int)kl, (const char *)k, (int)vl,
+             (const char *)v);
+    if (kl == 1 && *(const char *)k == 'a') { /* ahead of the scan: change b, add c */
+        cr_assert_eq(shale_txn_insert(r->x, r->t, "b", 1, "NEW", 3), SHALE_OK);
+        cr_assert_eq(shale_txn_insert(r->x, r->t, "c", 1, "added", 5), SHALE_OK);
+        cr_assert_eq(shale_txn_remove(r->x, r->t, "d", 1), SHALE_OK);
+    }
+    return 0;
+}
+
+static int scan_and_rewrite(shale_txn *x, void *arg)
+{
+    rewrite *r = arg;
+    r->x = x;
+    r->seen[0] = 0;
+    cr_assert_eq(shale_txn_insert(x, r->t, "b", 1, "OLD", 3), SHALE_OK);
+    cr_assert_eq(shale_txn_scan(x, r->t, NULL, 0, NULL, 0, false, rewrite_fn, r), SHALE_OK);
+    return 0;
+}
+
+Test(txn, a_scan_shows_writes_its_callback_makes_ahead_of_it, .init = setup, .fini = teardown)
+{
+    put(ta, "a", "1");
+    put(ta, "d", "4");
+    put(ta, "e", "5");
+    rewrite r = {.t = ta};
+    cr_assert_eq(shale_transaction(db, &ta, 1, scan_and_rewrite, &r), SHALE_OK);
+    cr_assert_str_eq(r.seen, "a=1 b=NEW c=added e=5 ");
+    cr_assert(holds(ta, "b", "NEW"));
+    cr_assert(holds(ta, "d", NULL));
+}
