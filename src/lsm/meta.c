@@ -78,7 +78,7 @@ int meta_decode(const seg_store *st, const uint8_t *p, size_t len, meta_body *m)
     if (len < 8 || get_u32(p) != META_MAGIC)
         return SHALE_ECORRUPT;
     uint32_t version = get_u32(p + 4);
-    if (version != META_VERSION && version != 2)
+    if (version < 2 || version > META_VERSION)
         return SHALE_EFORMAT;
     p += 8;
     for (size_t i = 0; i < ARRAY_LEN(fields); i++) {

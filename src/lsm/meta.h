@@ -3,7 +3,11 @@
  * (space treats it as opaque bytes).
  *
  * Encoding (little-endian / varints):
- *   u32 magic 0x4d4c4853 ("SHLM") | u32 body version (3; 2 is read too)
+ *   u32 magic 0x4d4c4853 ("SHLM") | u32 body version (4; 3 and 2 are read
+ *   too).  Version 4 is version 3's layout; it marks a database whose
+ *   segments and logs may hold merge operands (NODE_KIND_MERGE), which a
+ *   binary that reads only 3 would take for values: such a binary refuses
+ *   it (SHALE_EFORMAT) instead
  *   varint ckpt_seq     last sequence number whose writes the segments hold
  *   varint log_no       first log file recovery must replay
  *   varint next_seg_id | varint next_gen
@@ -11,7 +15,7 @@
  *   varint segment count, then each segment descriptor (segment.h), newest
  *   first: the young segments (level 0), then one segment per regular level
  *   in increasing level order (checked: anything else is SHALE_ECORRUPT)
- *   version 3 only (version 2 reads as seq 0 and no range tombstones):
+ *   version 3 and later (version 2 reads as seq 0 and no range tombstones):
  *   per segment, in the same order, varint seq (segment.h: every range
  *   tombstone up to it is applied to the segment), then the graveyard
  *   (graveyard.h encoding), then (optional: absent in early version 3
@@ -29,7 +33,7 @@
 #include "segment.h"
 
 #define META_MAGIC 0x4d4c4853u
-#define META_VERSION 3u
+#define META_VERSION 4u
 
 typedef struct meta_body {
     uint64_t ckpt_seq;
