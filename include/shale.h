@@ -301,7 +301,9 @@ int shale_merge(shale_tree *t, const void *key, size_t klen, const void *operand
  * A non-zero return from fn aborts with nothing written and is returned
  * unchanged (any code of yours; a payload can go through ctx).  Errors from the txn calls are
  * returned to fn; fn decides (returning them aborts).  A txn handle is valid
- * only inside fn, on fn's thread.  Returns SHALE_OK when committed.
+ * only inside fn, on fn's thread.  On a database opened read-only,
+ * transactions that only read work; one that writes fails at commit with
+ * SHALE_EREADONLY.  Returns SHALE_OK when committed.
  * Errors: SHALE_EINVAL (NULL db or fn, a NULL tree, trees of another db),
  * SHALE_ECONFLICT, fn's own code, and as shale_batch_apply. */
 typedef struct shale_txn shale_txn;
@@ -325,7 +327,9 @@ int shale_txn_merge(shale_txn *txn, shale_tree *t, const void *key, size_t klen,
 /* shale_txn_scan -- fn(ctx, key, value) on every key of t in [lo, hi) (a
  * NULL bound is open) in the transaction's view, ascending (or descending
  * with reverse).  A non-zero return from fn stops the scan and is returned;
- * only the part of the range scanned so far counts as read.  Returns
+ * only the part of the range scanned so far counts as read (all of it when
+ * the scan fails).  fn may write in the transaction: keys it writes ahead
+ * of the scan show as written, keys behind it do not come back.  Returns
  * SHALE_OK at the end of the range.  Errors: as shale_txn_get. */
 typedef int (*shale_scan_fn)(void *ctx, const void *key, size_t klen, const void *val,
                              size_t vlen);

@@ -302,11 +302,14 @@ static shale_db *db_alloc(const char *path, const shale_options *opts, sp_env *e
     }
     db->env = env;
     db->opts = *opts;
-    /* writers hold write_mu for about a microsecond: spinning briefly beats
-     * a sleep and a wake-up per write when several threads write */
+    /* most writes hold write_mu for a microsecond or two: spinning briefly
+     * (glibc's adaptive mutex) beats a sleep and a wake-up per write when
+     * several threads write */
     pthread_mutexattr_t ma;
     pthread_mutexattr_init(&ma);
+#ifdef __GLIBC__
     pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
     pthread_mutex_init(&db->write_mu, &ma);
     pthread_mutexattr_destroy(&ma);
     pthread_mutex_init(&db->ver_mu, NULL);

@@ -292,7 +292,8 @@ static void wit_past(mt_iter *it, bool reverse, const uint8_t *k, size_t kl)
         mt_iter_seek_le(it, k, kl);
     else
         mt_iter_seek_ge(it, k, kl);
-    if (mt_iter_valid(it) && key_cmp(mt_iter_key(it, &wl), wl, k, kl) == 0) {
+    const void *wk = mt_iter_valid(it) ? mt_iter_key(it, &wl) : NULL;
+    if (wk && key_cmp(wk, wl, k, kl) == 0) {
         if (reverse)
             mt_iter_prev(it);
         else
@@ -309,6 +310,7 @@ int shale_txn_scan(shale_txn *x, shale_tree *t, const void *lo, size_t lolen, co
     size_t ilolen = lolen + IKEY_PREFIX, ihilen = (hi ? hilen : 0) + IKEY_PREFIX, stoplen = 0;
     shale_buf out = SHALE_BUF_INIT;
     mt_iter wit = {0};
+    bool stopped = false;
     if (!fn)
         return SHALE_EINVAL;
     RET(check(x, t, lo, lolen));
@@ -344,7 +346,6 @@ int shale_txn_scan(shale_txn *x, shale_tree *t, const void *lo, size_t lolen, co
         if (!ck && !wk)
             break;
         int cmp = !wk ? -1 : !ck ? 1 : step * key_cmp(ck, ckl, wk, wkl);
-        cmp = (cmp > 0) - (cmp < 0);
         bool wit_moved = false;
         const uint8_t *key = cmp <= 0 ? ck : wk;
         size_t klen = cmp <= 0 ? ckl : wkl;
@@ -370,11 +371,12 @@ int shale_txn_scan(shale_txn *x, shale_tree *t, const void *lo, size_t lolen, co
         if (vr == SHALE_OK) {
             uint64_t wseq = x->wseq;
             int r = fn(ctx, key + IKEY_PREFIX, klen - IKEY_PREFIX, val, vlen);
-            if (r != 0) { /* read up to and including key */
-                if (!(stop = reverse ? dup_bytes(key, klen) : key_after(key, klen)))
-                    ERR_SET(SHALE_ENOMEM);
+            if (r != 0) { /* read up to and including key (all of the range
+                             when there is no memory to say where it stopped) */
+                stop = reverse ? dup_bytes(key, klen) : key_after(key, klen);
                 stoplen = reverse ? klen : klen + 1;
                 rc = r;
+                stopped = true;
                 break;
             }
             if (x->wseq != wseq) { /* fn wrote: the written keys past key are
@@ -393,7 +395,7 @@ int shale_txn_scan(shale_txn *x, shale_tree *t, const void *lo, size_t lolen, co
                 mt_iter_next(&wit);
         }
     }
-    if (!stop)
+    if (!stopped)
         rc = SHALE_OK;
     {
         int ar = reverse ? add_read(x, stop ? stop : ilo, stop ? stoplen : ilolen, ihi, ihilen, false)
@@ -490,8 +492,8 @@ int shale_transaction(shale_db *db, shale_tree *const *trees, size_t ntrees, sha
         rc = fn(&x, ctx);
         if (rc != 0)
             break; /* the user's abort, as it is */
-        if (x.broken) {
-            rc = x.broken; /* fn went on after a failed write */
+        if (x.broken && x.b.count) {
+            rc = x.broken; /* fn went on after a failed write or read */
             break;
         }
         if (x.b.count == 0)

@@ -410,3 +410,201 @@ Test(txn, a_scan_shows_writes_its_callback_makes_ahead_of_it, .init = setup, .fi
     cr_assert(holds(ta, "b", "NEW"));
     cr_assert(holds(ta, "d", NULL));
 }
+
+/* A scan whose callback writes: random trials against a model.  Writes
+ * ahead of the scan (in its direction) show with their new values, writes
+ * behind it do not show, the current key is never visited twice; inserts,
+ * removes and merge operands, before the scan or not (then the
+ * transaction's own write set is created during the scan), both ways. */
+#define SW_KEYS 16
+
+static int append_op(void *ctx, const void *key, size_t klen, const void *old, size_t oldlen,
+                     const void *operand, size_t oplen, shale_buf *out)
+{
+    char tmp[512];
+    size_t n = old ? oldlen : 0;
+    (void)ctx, (void)key, (void)klen;
+    if (n + oplen > sizeof tmp)
+        return SHALE_EINVAL;
+    if (n)
+        memcpy(tmp, old, n);
+    memcpy(tmp + n, operand, oplen);
+    return shale_buf_set(out, tmp, n + oplen);
+}
+
+typedef struct sw_trial {
+    tu_rng *rng;
+    shale_txn *x;
+    int no, lo, hi, last, steps;
+    bool reverse;
+    bool present[SW_KEYS];
+    char val[SW_KEYS][200];
+    char err[256];
+} sw_trial;
+
+static void sw_key(char *b, int no, int i) { snprintf(b, 24, "T%05d/k%02d", no, i); }
+
+static void sw_write(sw_trial *s, int i, int kind, const char *v)
+{
+    char k[24];
+    sw_key(k, s->no, i);
+    if (kind == 0) {
+        cr_assert_eq(shale_txn_insert(s->x, tb, k, strlen(k), v, strlen(v)), SHALE_OK);
+        s->present[i] = true;
+        snprintf(s->val[i], sizeof s->val[i], "%s", v);
+    } else if (kind == 1) {
+        cr_assert_eq(shale_txn_remove(s->x, tb, k, strlen(k)), SHALE_OK);
+        s->present[i] = false;
+    } else {
+        cr_assert_eq(shale_txn_merge(s->x, tb, k, strlen(k), v, strlen(v)), SHALE_OK);
+        size_t n = s->present[i] ? strlen(s->val[i]) : 0;
+        snprintf(s->val[i] + n, sizeof s->val[i] - n, "%s", v);
+        s->present[i] = true;
+    }
+}
+
+/* sw_next -- the model's next key after s->last in the scan's direction (-1: none) */
+static int sw_next(const sw_trial *s)
+{
+    for (int i = s->last + (s->reverse ? -1 : 1); i >= s->lo && i < s->hi; i += s->reverse ? -1 : 1)
+        if (s->present[i])
+            return i;
+    return -1;
+}
+
+static int sw_cb(void *ctx, const void *k, size_t kl, const void *v, size_t vl)
+{
+    sw_trial *s = ctx;
+    int e = sw_next(s);
+    char ek[24];
+    if (e < 0) {
+        snprintf(s->err, sizeof s->err, "extra key %.*s", (int)kl, (const char *)k);
+        return 99;
+    }
+    sw_key(ek, s->no, e);
+    if (kl != strlen(ek) || memcmp(k, ek, kl) || vl != strlen(s->val[e]) ||
+        memcmp(v, s->val[e], vl)) {
+        snprintf(s->err, sizeof s->err, "got %.*s=%.*s, want %s=%s", (int)kl, (const char *)k,
+                 (int)vl, (const char *)v, ek, s->val[e]);
+        return 99;
+    }
+    s->last = e;
+    s->steps++;
+    for (int j = (int)tu_rng_range(s->rng, 3); j > 0; j--) {
+        char v2[8];
+        snprintf(v2, sizeof v2, "n%d", s->steps % 1000);
+        int i = tu_rng_range(s->rng, 4) ? (int)tu_rng_range(s->rng, SW_KEYS) : e; /* or the current key */
+        sw_write(s, i, (int)tu_rng_range(s->rng, 3), v2);
+    }
+    return 0;
+}
+
+static int sw_run(shale_txn *x, void *arg)
+{
+    sw_trial *s = arg;
+    char lk[24], hk[24];
+    s->x = x;
+    for (int j = (int)tu_rng_range(s->rng, 4); j > 0; j--)
+        sw_write(s, (int)tu_rng_range(s->rng, SW_KEYS), (int)tu_rng_range(s->rng, 3), "p");
+    sw_key(lk, s->no, s->lo);
+    sw_key(hk, s->no, s->hi);
+    s->last = s->reverse ? s->hi : s->lo - 1;
+    int rc = shale_txn_scan(x, tb, lk, strlen(lk), s->hi == SW_KEYS ? NULL : hk,
+                            s->hi == SW_KEYS ? 0 : strlen(hk), s->reverse, sw_cb, s);
+    if (rc == SHALE_OK && sw_next(s) >= 0) {
+        snprintf(s->err, sizeof s->err, "key %d missed", sw_next(s));
+        rc = 98;
+    }
+    return rc ? rc : 77; /* abort: the trial leaves nothing behind */
+}
+
+Test(txn, scans_whose_callback_writes_match_a_model, .init = setup, .fini = teardown,
+     .timeout = 300)
+{
+    tu_rng rng;
+    tu_rng_seed(&rng, tu_seed() ^ 0x5ca9);
+    cr_assert_eq(shale_set_merge_operator(tb, append_op, NULL), SHALE_OK);
+    int trials = (int)tu_scaled(3000);
+    for (int no = 0; no < trials; no++) {
+        sw_trial *s = calloc(1, sizeof *s);
+        cr_assert_not_null(s);
+        s->rng = &rng;
+        s->no = no;
+        for (int i = 0; i < SW_KEYS; i++)
+            if (tu_rng_range(&rng, 2)) {
+                char k[24];
+                sw_key(k, no, i);
+                cr_assert_eq(shale_insert(tb, k, strlen(k), "s", 1, NULL), SHALE_OK);
+                s->present[i] = true;
+                strcpy(s->val[i], "s");
+            }
+        s->lo = (int)tu_rng_range(&rng, SW_KEYS);
+        s->hi = s->lo + 1 + (int)tu_rng_range(&rng, (uint64_t)(SW_KEYS - s->lo));
+        s->reverse = tu_rng_range(&rng, 2);
+        int rc = shale_transaction(db, &tb, 1, sw_run, s);
+        cr_assert_eq(rc, 77, "trial %d (%s, [%d, %d)): rc %d, %s", no,
+                     s->reverse ? "reverse" : "forward", s->lo, s->hi, rc, s->err);
+        free(s);
+    }
+}
+
+/* rewriting the key a scan is on does not make the scan visit it again */
+typedef struct revisit {
+    shale_txn *x;
+    char seen[64];
+} revisit;
+
+static int revisit_cb(void *ctx, const void *k, size_t kl, const void *v, size_t vl)
+{
+    revisit *r = ctx;
+    size_t n = strlen(r->seen);
+    (void)v, (void)vl;
+    snprintf(r->seen + n, sizeof r->seen - n, "%.*s ", (int)kl, (const char *)k);
+    if (n > 20)
+        return 1; /* looping */
+    if (kl == 1 && *(const char *)k == 'a')
+        cr_assert_eq(shale_txn_insert(r->x, tb, "a", 1, "2", 1), SHALE_OK);
+    return 0;
+}
+
+static int revisit_run(shale_txn *x, void *arg)
+{
+    revisit *r = arg;
+    r->x = x;
+    r->seen[0] = 0;
+    cr_assert_eq(shale_txn_insert(x, tb, "a", 1, "1", 1), SHALE_OK);
+    return shale_txn_scan(x, tb, NULL, 0, NULL, 0, false, revisit_cb, r);
+}
+
+Test(txn, rewriting_the_current_key_does_not_revisit_it, .init = setup, .fini = teardown)
+{
+    cr_assert_eq(shale_insert(tb, "b", 1, "x", 1, NULL), SHALE_OK);
+    revisit r;
+    cr_assert_eq(shale_transaction(db, &tb, 1, revisit_run, &r), SHALE_OK);
+    cr_assert_str_eq(r.seen, "a b ");
+}
+
+static int read_one(shale_txn *x, void *arg)
+{
+    shale_buf b = SHALE_BUF_INIT;
+    int rc = shale_txn_get(x, ta, "k", 1, &b);
+    shale_buf_free(&b);
+    if (rc == SHALE_OK && arg)
+        rc = shale_txn_insert(x, ta, "k", 1, "w", 1);
+    return rc;
+}
+
+Test(txn, on_a_read_only_database_reads_work_and_writes_fail_at_commit, .init = setup,
+     .fini = teardown)
+{
+    put(ta, "k", "v");
+    cr_assert_eq(shale_close(db), SHALE_OK);
+    shale_options o;
+    shale_options_default(&o);
+    o.read_only = true;
+    cr_assert_eq(shale_open(dir, &o, &db), SHALE_OK);
+    cr_assert_eq(shale_open_tree(db, "a", &ta), SHALE_OK);
+    cr_assert_eq(shale_transaction(db, &ta, 1, read_one, NULL), SHALE_OK);
+    cr_assert_eq(shale_transaction(db, &ta, 1, read_one, ta), SHALE_EREADONLY);
+    cr_assert(holds(ta, "k", "v"));
+}
