@@ -31,6 +31,17 @@ void ikey_make(uint8_t *buf, uint32_t tree, const void *key, size_t klen)
         memcpy(buf + IKEY_PREFIX, key, klen);
 }
 
+uint8_t *key_after(const void *key, size_t klen)
+{
+    uint8_t *p = malloc(klen + 1);
+    if (p) {
+        if (klen)
+            memcpy(p, key, klen);
+        p[klen] = 0;
+    }
+    return p;
+}
+
 int batch_add(shale_batch *b, uint8_t kind, uint32_t tree, const void *key, size_t klen,
               const void *val, size_t vlen)
 {

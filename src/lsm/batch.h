@@ -73,4 +73,8 @@ int batch_reader_next(batch_reader *r, batch_op *op);
 /* ikey_make -- write the internal key for (tree, key) into buf (klen + 4 bytes). */
 void ikey_make(uint8_t *buf, uint32_t tree, const void *key, size_t klen);
 
+/* key_after -- key followed by one zero byte (malloc'd; NULL when out of
+ * memory): the least key above key. */
+uint8_t *key_after(const void *key, size_t klen);
+
 #endif

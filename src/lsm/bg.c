@@ -61,19 +61,9 @@ typedef struct mem_src {
  * s->out (mo_settle). */
 static int mem_operands(mem_src *s, const void *key, size_t klen, uint8_t *kind)
 {
-    mt_iter it = s->it;
+    const gy_set *gy = s->ranges;
     mo_reset(&s->st);
-    do {
-        size_t n;
-        const void *p = mt_iter_value(&it, &n);
-        uint8_t k = mt_iter_kind(&it);
-        if (gy_covered(s->ranges, key, klen, mt_iter_seq(&it)))
-            mo_push_absent(&s->st);
-        else if (k == NODE_KIND_MERGE)
-            RET(mo_push_operand(&s->st, p, n));
-        else
-            RET(mo_push_kind(&s->st, k, p, n));
-    } while (!mo_done(&s->st) && mt_iter_older(&it));
+    RET(mo_push_versions(&s->st, s->it, &gy, 1));
     return mo_settle(&s->st, db_merge_op(&s->oc, key, klen), key, klen, &s->out, kind);
 }
 

@@ -300,19 +300,8 @@ static int gather(cur_cursor *c, cur_child *h)
 {
     mo_stack *st = &c->st;
     if (h->type == CH_MEM) {
-        mt_iter it = h->mt; /* its own versions; the child stays where it is */
-        do {
-            size_t n;
-            const void *p = mt_iter_value(&it, &n);
-            uint8_t kind = mt_iter_kind(&it);
-            if (covered_at(c, mt_iter_seq(&it)))
-                mo_push_absent(st);
-            else if (kind == NODE_KIND_MERGE)
-                RET(mo_push_operand(st, p, n));
-            else
-                RET(mo_push_kind(st, kind, p, n));
-        } while (!mo_done(st) && mt_iter_older(&it));
-        return SHALE_OK;
+        const gy_set *gy[2] = {c->v->gy, c->mem_ranges};
+        return mo_push_versions(st, h->mt, gy, c->ranges ? 2 : 0);
     }
     if (covered_at(c, h->seg_seq)) {
         mo_push_absent(st);
@@ -358,9 +347,7 @@ static int resolve(cur_cursor *c)
 static bool covered(const cur_cursor *c)
 {
     const cur_child *h = &c->ch[c->win];
-    uint64_t after = h->type == CH_MEM ? mt_iter_seq(&h->mt) : h->seg_seq;
-    return gy_covered(c->v->gy, c->cur, c->curlen, after) ||
-           gy_covered(c->mem_ranges, c->cur, c->curlen, after);
+    return covered_at(c, h->type == CH_MEM ? mt_iter_seq(&h->mt) : h->seg_seq);
 }
 
 /* settle -- from children positioned for direction dir, find the next visible

@@ -61,7 +61,6 @@
 #include "filter.h"
 #include "mergeop.h"
 #include "recycle.h"
-#include "../pagewriter/pagewriter.h"
 
 /* A merge: v->segs[from, from + n) into one segment of level out_level; or,
  * with window set, the keys of segs[from] in (lo, hi] into segs[from + 1]
@@ -199,10 +198,11 @@ static int merge_resolve(void *ctx, const rc_entry *s, const rc_entry *d, rc_ent
     if (!mo_done(&k->st) && d) {
         const void *p = d->val;
         if (d->val_run && d->kind != NODE_KIND_TOMBSTONE) {
+            /* the destination is the segment just above the deeper ones */
             if (d->vlen > SHALE_MAX_VALUE_SIZE)
                 return SHALE_ECORRUPT;
             RET(buf_reserve(&k->dval, d->vlen));
-            RET(pw_run_read_into(k->lc.db->sp, d->val_run, SP_PT_OVERFLOW, k->dval.data, d->vlen));
+            RET(seg_read_value(k->v->segs[k->deeper - 1], d->val_run, d->vlen, k->dval.data));
             p = k->dval.data;
         }
         RET(mo_push_kind(&k->st, d->kind, p, d->vlen));
@@ -549,16 +549,6 @@ err:
     return rc;
 }
 
-/* bound_after -- key + one zero byte: the least key above key. */
-static int bound_after(const uint8_t *key, size_t len, uint8_t **out)
-{
-    if (!(*out = malloc(len + 1)))
-        return SHALE_ENOMEM;
-    memcpy(*out, key, len);
-    (*out)[len] = 0;
-    return SHALE_OK;
-}
-
 /* merge_window -- a window job: the window's entries streamed into level
  * n + 1 (outs[1]), and level n rebuilt without them (outs[0]).  The window's
  * value runs move to the new level n + 1; every other page of the window
@@ -578,10 +568,9 @@ static int merge_window(shale_db *db, const merge_job *j, seg_segment **outs, sp
     sp_blocklist moved = BL_INIT, cut_dead = BL_INIT;
     uint8_t *lo = NULL, *hi = NULL;
 
-    if (j->has_lo)
-        ERR(bound_after(j->lo, j->lolen, &lo));
-    if (j->has_hi)
-        ERR(bound_after(j->hi, j->hilen, &hi));
+    if ((j->has_lo && !(lo = key_after(j->lo, j->lolen))) ||
+        (j->has_hi && !(hi = key_after(j->hi, j->hilen))))
+        ERR_SET(SHALE_ENOMEM);
     ERR(cur_open(j->v, UINT64_MAX, false, j->from, 1, 0, &ms.c));
     ERR(cur_set_bounds(ms.c, lo, j->lolen + 1, hi, j->hilen + 1));
     ERR(rebuild(db, j->out_level, MAX(gseq, MAX(s->seq, d->seq)), d, &src, false, &keepf,

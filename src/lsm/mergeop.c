@@ -116,6 +116,27 @@ int mo_push_kind(mo_stack *s, uint8_t kind, const void *p, size_t n)
     return SHALE_ECORRUPT;
 }
 
+int mo_push_versions(mo_stack *s, mt_iter it, const gy_set *const *gy, size_t ngy)
+{
+    size_t kl;
+    const void *key = mt_iter_key(&it, &kl);
+    do {
+        size_t n;
+        const void *p = mt_iter_value(&it, &n);
+        uint8_t kind = mt_iter_kind(&it);
+        bool covered = false;
+        for (size_t i = 0; i < ngy && !covered; i++)
+            covered = gy_covered(gy[i], key, kl, mt_iter_seq(&it));
+        if (covered)
+            mo_push_absent(s);
+        else if (kind == NODE_KIND_MERGE)
+            RET(mo_push_operand(s, p, n));
+        else
+            RET(mo_push_kind(s, kind, p, n));
+    } while (!mo_done(s) && mt_iter_older(&it));
+    return SHALE_OK;
+}
+
 int mo_fold(mo_stack *s, const mo_op *op, const uint8_t *ikey, size_t iklen, shale_buf *out)
 {
     if (!op)

@@ -25,6 +25,8 @@
 #include <stdint.h>
 
 #include "shale.h"
+#include "graveyard.h"
+#include "memtable.h"
 
 enum { MO_OPEN = 0, MO_ABSENT = 1, MO_VALUE = 2 };
 
@@ -65,6 +67,11 @@ int mo_push_value(mo_stack *s, const void *p, size_t n);
 void mo_push_absent(mo_stack *s);
 /* mo_push_kind -- an entry of kind NODE_KIND_* with value (p, n). */
 int mo_push_kind(mo_stack *s, uint8_t kind, const void *p, size_t n);
+/* mo_push_versions -- a memtable's versions of it's key, from it on (newest
+ * first), until a base is found; it is a copy, so the caller's iterator
+ * stays where it is.  A version a range tombstone of gy[0 .. ngy) deletes
+ * (entries may be NULL) counts as absent. */
+int mo_push_versions(mo_stack *s, mt_iter it, const gy_set *const *gy, size_t ngy);
 
 /* mo_fold -- the operands applied oldest first to the base (nothing when
  * the stack is still open) with op: SHALE_OK with the value in *out,

@@ -359,8 +359,7 @@ int seg_cursor_value(seg_cursor *c, const void **val, size_t *vlen)
         return SHALE_OK;
     }
     if (!c->vloaded) {
-        if (e->vlen > SHALE_MAX_VALUE_SIZE ||
-            !seg_owns(c->seg, ovf, ovf + pw_run_pages(c->ps, e->vlen) - 1))
+        if (e->vlen > SHALE_MAX_VALUE_SIZE)
             return SHALE_ECORRUPT;
         if (e->vlen > c->vcap) {
             uint8_t *p = realloc(c->vbuf, (size_t)e->vlen);
@@ -370,7 +369,7 @@ int seg_cursor_value(seg_cursor *c, const void **val, size_t *vlen)
             c->vbuf = p;
             c->vcap = (size_t)e->vlen;
         }
-        RET(pw_run_read_into(c->sp, ovf, SP_PT_OVERFLOW, c->vbuf, (size_t)e->vlen));
+        RET(seg_read_value(c->seg, ovf, e->vlen, c->vbuf));
         c->vloaded = true;
     }
     *val = c->vbuf;

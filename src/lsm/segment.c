@@ -411,6 +411,14 @@ int seg_discard(seg_segment *seg)
 
 /* ---- point reads ------------------------------------------------------- */
 
+int seg_read_value(const seg_segment *seg, uint64_t pgno, uint64_t vlen, void *buf)
+{
+    if (vlen > SHALE_MAX_VALUE_SIZE ||
+        !seg_owns(seg, pgno, pgno + pw_run_pages(sp_page_size(seg->sp), vlen) - 1))
+        return SHALE_ECORRUPT;
+    return pw_run_read_into(seg->sp, pgno, SP_PT_OVERFLOW, buf, (size_t)vlen);
+}
+
 /* seg_owns -- binary search for the block holding first; it must hold last. */
 bool seg_owns(const seg_segment *seg, uint64_t first, uint64_t last)
 {
@@ -514,7 +522,6 @@ int seg_get_hashed(seg_segment *seg, const void *key, size_t klen, uint64_t h, u
 {
     int rc = SHALE_OK;
     sp_space *sp = seg->sp;
-    uint32_t ps = sp_page_size(sp);
     node_ref leaf = {0};
     node_entry e;
     unsigned idx;
@@ -540,11 +547,10 @@ int seg_get_hashed(seg_segment *seg, const void *key, size_t klen, uint64_t h, u
     } else {
         ovf = e.val_ovf_pgno;
         node_unpin(sp, &leaf); /* the value is read straight from its run */
-        if (e.vlen > SHALE_MAX_VALUE_SIZE ||
-            !seg_owns(seg, ovf, ovf + pw_run_pages(ps, e.vlen) - 1))
+        if (e.vlen > SHALE_MAX_VALUE_SIZE)
             ERR_SET(SHALE_ECORRUPT);
         ERR(seg_buf_reserve(val, (size_t)e.vlen));
-        ERR(pw_run_read_into(sp, ovf, SP_PT_OVERFLOW, val->data, (size_t)e.vlen));
+        ERR(seg_read_value(seg, ovf, e.vlen, val->data));
         val->len = (size_t)e.vlen;
     }
     *kind = e.kind;

@@ -157,6 +157,10 @@ bool seg_cursor_value_run(const seg_cursor *c, uint64_t *pgno, uint64_t *vlen);
 
 /* seg_owns -- whether every page of [first, last] belongs to the segment. */
 bool seg_owns(const seg_segment *seg, uint64_t first, uint64_t last);
+/* seg_read_value -- the vlen-byte value in the segment's overflow run at
+ * pgno into buf (vlen bytes of room).  SHALE_ECORRUPT when vlen is over the
+ * limit or the run is not the segment's; else as pw_run_read_into. */
+int seg_read_value(const seg_segment *seg, uint64_t pgno, uint64_t vlen, void *buf);
 /* seg_node_pin -- pin node pgno of the segment's tree (node_pin) and check
  * that all its pages are the segment's; SHALE_ECORRUPT if not. */
 int seg_node_pin(const seg_segment *seg, uint64_t pgno, node_ref *r);

@@ -147,16 +147,7 @@ static uint8_t *make_ikey(shale_tree *t, const void *key, size_t klen)
 static int gather(shale_txn *x, mt_iter it)
 {
     mo_reset(&x->st);
-    do {
-        size_t n;
-        const void *p = mt_iter_value(&it, &n);
-        uint8_t kind = mt_iter_kind(&it);
-        if (kind == NODE_KIND_MERGE)
-            RET(mo_push_operand(&x->st, p, n));
-        else
-            RET(mo_push_kind(&x->st, kind, p, n));
-    } while (!mo_done(&x->st) && mt_iter_older(&it));
-    return SHALE_OK;
+    return mo_push_versions(&x->st, it, NULL, 0);
 }
 
 /* view -- the gathered key as the transaction sees it, given the snapshot's
@@ -253,17 +244,6 @@ int shale_txn_merge(shale_txn *x, shale_tree *t, const void *key, size_t klen,
 }
 
 /* ---- scans ---------------------------------------------------------------- */
-
-/* key_after -- k followed by a zero byte: the smallest key above k. */
-static uint8_t *key_after(const uint8_t *k, size_t kl)
-{
-    uint8_t *p = malloc(kl + 1);
-    if (p) {
-        memcpy(p, k, kl);
-        p[kl] = 0;
-    }
-    return p;
-}
 
 /* wit_start -- the written keys' iterator on the first key of [lo, hi) in
  * the scan's direction (unpositioned when there is none). */
